@@ -1,0 +1,142 @@
+"""Shared fixtures, named after what they start (Ray's convention).
+
+- ``s3_server``: a real S3-compatible server (moto in server mode) on loopback, with a
+  bucket; sets the standard AWS_* variables for the test session.
+- ``mlflow_server``: a real MLflow tracking server with a sqlite backend on loopback.
+- ``ray_start_2_cpus``: a local Ray cluster with 2 CPUs.
+- ``shared_data``: the real sample data in ``../shared/data``.
+
+If ``GAIR_TEST_S3_ENDPOINT`` / ``GAIR_TEST_MLFLOW_URI`` are set (``.ci/run`` starts the
+servers once for the whole run), the fixtures use those instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (runs in CI; skip locally with -m 'not slow')")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    last: Exception | None = None
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # the server answers; any HTTP status will do
+        except Exception as exc:  # noqa: BLE001 - retry until the deadline
+            last = exc
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} did not come up: {last}")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """Endpoint URL of a moto S3 server on loopback; AWS_* env vars point at it."""
+    env_keys = ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
+    saved = {k: os.environ.get(k) for k in env_keys}
+    proc = None
+    endpoint = os.environ.get("GAIR_TEST_S3_ENDPOINT")
+    if not endpoint:
+        port = _free_port()
+        log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        )
+        endpoint = f"http://127.0.0.1:{port}"
+    _wait_http(endpoint)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield endpoint
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the S3 server; returns its name."""
+    import boto3
+
+    name = "gair-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40] + f"-{os.getpid()}"
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """Tracking URI of a real MLflow server with a sqlite backend on loopback."""
+    uri = os.environ.get("GAIR_TEST_MLFLOW_URI")
+    proc = None
+    if not uri:
+        root = tmp_path_factory.mktemp("mlflow")
+        port = _free_port()
+        log = open(root / "server.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"),
+                "--workers", "1",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        uri = f"http://127.0.0.1:{port}"
+    _wait_http(uri + "/health", timeout=120)
+    yield uri
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def ray_start_2_cpus():
+    """A local Ray cluster with 2 CPUs, shut down after the module."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ctx
+    ray.shutdown()
