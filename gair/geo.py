@@ -80,7 +80,7 @@ def lonlat_to_xy(
         xs, ys = warp_transform(WGS84, crs, ll[:, 0].tolist(), ll[:, 1].tolist())
         xs, ys = np.asarray(xs), np.asarray(ys)
     inv = ~_as_affine(transform)
-    cols, rows = inv * (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+    cols, rows = inv @ (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
     x = 2.0 * np.asarray(cols) / width - 1.0
     y = 2.0 * np.asarray(rows) / height - 1.0
     return np.stack([x, y], axis=-1)
@@ -97,7 +97,7 @@ def xy_to_lonlat(
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     cols = (xy[:, 0] + 1.0) * width / 2.0
     rows = (xy[:, 1] + 1.0) * height / 2.0
-    xs, ys = _as_affine(transform) * (cols, rows)
+    xs, ys = _as_affine(transform) @ (cols, rows)
     crs = _as_crs(crs)
     if crs != WGS84:
         xs, ys = warp_transform(crs, WGS84, np.asarray(xs).tolist(), np.asarray(ys).tolist())

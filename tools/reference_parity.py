@@ -93,7 +93,9 @@ def _import_reference(repo: Path):
 def reference_outputs(repo: Path, ckpt: Path, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     ref = _import_reference(repo).GAIRModel.from_checkpoint(str(ckpt))
     info = ref.load_info
-    print(f"reference load: {info['loaded']} tensors, missing {len(info['missing_keys'])}, shape mismatches {len(info['shape_mismatch'])}")
+    print(
+        f"reference load: {info['loaded']} tensors, missing {len(info['missing_keys'])}, shape mismatches {len(info['shape_mismatch'])}"
+    )
     B, K = x["xy"].shape[:2]
     # The reference maps (lon, lat) inside a [lon_min, lat_max, lon_max, lat_min] box to
     # [-1, 1]; with the box (-1, 1, 1, -1) a point (x, y) is (lon, lat) = (x, -y).

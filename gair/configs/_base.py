@@ -126,7 +126,9 @@ def _unknown_key(key: str, valid: Iterable[str], where: str) -> ConfigError:
     valid = sorted(valid)
     close = difflib.get_close_matches(key, valid, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ConfigError(f"unknown config key {where + '.' if where else ''}{key!r}.{hint} Valid keys: {', '.join(valid)}")
+    return ConfigError(
+        f"unknown config key {where + '.' if where else ''}{key!r}.{hint} Valid keys: {', '.join(valid)}"
+    )
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

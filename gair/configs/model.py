@@ -45,9 +45,13 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.rs_image_size % self.rs_patch_size:
-            raise ValueError(f"rs_image_size {self.rs_image_size} is not a multiple of rs_patch_size {self.rs_patch_size}")
+            raise ValueError(
+                f"rs_image_size {self.rs_image_size} is not a multiple of rs_patch_size {self.rs_patch_size}"
+            )
         if self.sv_image_size % self.sv_patch_size:
-            raise ValueError(f"sv_image_size {self.sv_image_size} is not a multiple of sv_patch_size {self.sv_patch_size}")
+            raise ValueError(
+                f"sv_image_size {self.sv_image_size} is not a multiple of sv_patch_size {self.sv_patch_size}"
+            )
         if not self.rs_bands:
             raise ValueError("rs_bands must name at least one band")
         if not self.location_sigmas:
@@ -92,7 +96,9 @@ class LossConfig:
     extra_points_weight: float = field(
         1.0, help="Weight of SECL on the extra random query points (NILI feature <-> their location)."
     )
-    distill_weight: float = field(0.0, help="Weight of the cosine distillation to a frozen teacher (0 = off; reference 0.2).")
+    distill_weight: float = field(
+        0.0, help="Weight of the cosine distillation to a frozen teacher (0 = off; reference 0.2)."
+    )
 
     def validate(self) -> None:
         if not 0 < self.temperature < 10:

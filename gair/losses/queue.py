@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
@@ -50,5 +49,3 @@ class LocationQueue(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
-
-

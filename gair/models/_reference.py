@@ -131,7 +131,12 @@ def convert_reference_state_dict(ref: Mapping[str, torch.Tensor]) -> tuple[dict[
 def to_reference_state_dict(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our names -> reference names (for exchanging weights with the reference code)."""
     inverse = [
-        (re.compile("^" + re.escape(t).replace(r"\\1", r"(\d+|weight|bias)").replace(r"\\2", r"(weight|bias)") + "$"), p)
+        (
+            re.compile(
+                "^" + re.escape(t).replace(r"\\1", r"(\d+|weight|bias)").replace(r"\\2", r"(weight|bias)") + "$"
+            ),
+            p,
+        )
         for p, t in _RULES
     ]
     out: dict[str, torch.Tensor] = {}

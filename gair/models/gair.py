@@ -80,7 +80,9 @@ class GAIR(nn.Module):
     def encode_location(self, lonlat_B2: torch.Tensor, check: bool = True) -> torch.Tensor:
         return self.location_encoder(lonlat_B2, check=check)
 
-    def query_tokens(self, tokens_BND: torch.Tensor, xy_BK2: torch.Tensor, mode: QueryMode | None = None) -> torch.Tensor:
+    def query_tokens(
+        self, tokens_BND: torch.Tensor, xy_BK2: torch.Tensor, mode: QueryMode | None = None
+    ) -> torch.Tensor:
         """Local features at K points from already computed RS tokens: (B, K, D)."""
         mode = mode or self.cfg.query_mode
         if xy_BK2.ndim != 3 or xy_BK2.shape[-1] != 2:

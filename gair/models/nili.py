@@ -11,9 +11,9 @@ four predictions are blended with the area of the diagonally opposite rectangle.
 
 Vectorized form. The layer is linear, so ``W_z @ unfold3x3(F)`` equals a 3x3 convolution
 of F with ``W_z`` reshaped to (D, D, 3, 3) (unfold orders channels (c, ky, kx)). We run that
-convolution once per image (N cells) and gather the four cells of each of the K queries,
-instead of applying a (9D + 2) x D linear to 4K gathered 9D vectors: the same result, with
-the big matmul done on min(N, 4K) rows and no (B, 9D, Gh, Gw) unfolded tensor.
+convolution once per image (N cells) when 4K >= N, and otherwise gather only the 3x3
+neighbourhoods of the 4K looked-up cells: the same result, with the big matmul done on
+min(N, 4K) rows, and never a (B, 9D, Gh, Gw) unfolded tensor.
 """
 
 from __future__ import annotations
@@ -52,41 +52,61 @@ class NILI(nn.Module):
         self.weight = nn.Parameter(layer.weight.detach().clone())
         self.bias = nn.Parameter(layer.bias.detach().clone())
 
-    def _cell_predictions(self, feat_BDHW: torch.Tensor) -> torch.Tensor:
-        """W_z @ unfold3x3(F) + b for every cell, as one 3x3 convolution: (B, D, Gh, Gw)."""
-        D = self.dim
+    def _conv_predictions(self, tokens_BND: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+        """W_z @ unfold3x3(F) + b for every cell, as one 3x3 convolution: (B, N, D)."""
+        B, N, D = tokens_BND.shape
+        feat_BDHW = tokens_BND.transpose(1, 2).reshape(B, D, *grid_hw)
         w_z = self.weight[:, : 9 * D].reshape(D, D, 3, 3)
-        return F.conv2d(feat_BDHW, w_z, self.bias, padding=1)
+        return F.conv2d(feat_BDHW, w_z, self.bias, padding=1).flatten(2).transpose(1, 2)
+
+    def _gathered_predictions(
+        self, tokens_BND: torch.Tensor, row_BS: torch.Tensor, col_BS: torch.Tensor, grid_hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """W_z @ unfold3x3(F) + b at S given cells only, from their gathered 3x3 neighbours: (B, S, D)."""
+        B, N, D = tokens_BND.shape
+        Gh, Gw = grid_hw
+        S = row_BS.shape[1]
+        dr = torch.tensor([-1, -1, -1, 0, 0, 0, 1, 1, 1], device=row_BS.device)
+        dc = torch.tensor([-1, 0, 1, -1, 0, 1, -1, 0, 1], device=row_BS.device)
+        r9, c9 = row_BS[..., None] + dr, col_BS[..., None] + dc  # (B, S, 9)
+        inside = ((r9 >= 0) & (r9 < Gh) & (c9 >= 0) & (c9 < Gw)).unsqueeze(-1)  # zero padding
+        idx = (r9.clamp(0, Gh - 1) * Gw + c9.clamp(0, Gw - 1)).reshape(B, S * 9, 1).expand(B, S * 9, D)
+        z_BS9D = torch.gather(tokens_BND, 1, idx).view(B, S, 9, D) * inside
+        # unfold orders channels (c, k); the gathered vector is (k, c): permute the weight to match.
+        w_z = self.weight[:, : 9 * D].reshape(D, D, 9).transpose(1, 2).reshape(D, 9 * D)
+        return F.linear(z_BS9D.reshape(B, S, 9 * D), w_z, self.bias)
 
     def forward(self, tokens_BND: torch.Tensor, xy_BK2: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         B, N, D = tokens_BND.shape
         Gh, Gw = grid_hw
-        if N != Gh * Gw:
+        if Gh * Gw != N:
             raise ValueError(f"{N} tokens do not form a {Gh}x{Gw} grid")
         K = xy_BK2.shape[1]
-        feat_BDHW = tokens_BND.transpose(1, 2).reshape(B, D, Gh, Gw)
-        cells_BND = self._cell_predictions(feat_BDHW).flatten(2).transpose(1, 2)  # (B, N, D)
-        w_rel_D2 = self.weight[:, 9 * D :]  # (D, 2)
-
         xy = xy_BK2.to(tokens_BND.dtype)
-        preds, areas = [], []
-        for vx, vy in _SHIFTS:  # four fixed shifts, vectorized over B and K
-            sx = (xy[..., 0] + vx / Gw + _EPS_SHIFT).clamp(-1 + _EPS_CLAMP, 1 - _EPS_CLAMP)
-            sy = (xy[..., 1] + vy / Gh + _EPS_SHIFT).clamp(-1 + _EPS_CLAMP, 1 - _EPS_CLAMP)
-            col, row = nearest_cell(sx, Gw), nearest_cell(sy, Gh)  # (B, K)
-            cx = -1 + (2 * col + 1).to(xy.dtype) / Gw
-            cy = -1 + (2 * row + 1).to(xy.dtype) / Gh
-            rel_BK2 = torch.stack(((xy[..., 0] - cx) * Gw, (xy[..., 1] - cy) * Gh), dim=-1)
-            idx = (row * Gw + col).unsqueeze(-1).expand(B, K, D)
-            pred = torch.gather(cells_BND, 1, idx) + rel_BK2 @ w_rel_D2.T
-            preds.append(pred)
-            areas.append((rel_BK2[..., 0] * rel_BK2[..., 1]).abs() + _EPS_AREA)
-        total = areas[0] + areas[1] + areas[2] + areas[3]
+
+        # The four shifted lookups of every query at once: (B, 4K) cells and offsets.
+        vx = torch.tensor([v[0] for v in _SHIFTS], device=xy.device, dtype=xy.dtype).repeat_interleave(K)
+        vy = torch.tensor([v[1] for v in _SHIFTS], device=xy.device, dtype=xy.dtype).repeat_interleave(K)
+        qx, qy = xy[..., 0].repeat(1, 4), xy[..., 1].repeat(1, 4)  # (B, 4K), shift-major
+        sx = (qx + vx / Gw + _EPS_SHIFT).clamp(-1 + _EPS_CLAMP, 1 - _EPS_CLAMP)
+        sy = (qy + vy / Gh + _EPS_SHIFT).clamp(-1 + _EPS_CLAMP, 1 - _EPS_CLAMP)
+        col, row = nearest_cell(sx, Gw), nearest_cell(sy, Gh)
+        rel_x = (qx - (-1 + (2 * col + 1).to(xy.dtype) / Gw)) * Gw
+        rel_y = (qy - (-1 + (2 * row + 1).to(xy.dtype) / Gh)) * Gh
+
+        # The (9D -> D) matmul on whichever is fewer: all N cells or the 4K looked-up ones.
+        if 4 * K >= N:
+            cells_BND = self._conv_predictions(tokens_BND, grid_hw)
+            z_pred = torch.gather(cells_BND, 1, (row * Gw + col).unsqueeze(-1).expand(B, 4 * K, D))
+        else:
+            z_pred = self._gathered_predictions(tokens_BND, row, col, grid_hw)
+        w_rel_D2 = self.weight[:, 9 * D :]
+        pred = z_pred + torch.stack((rel_x, rel_y), dim=-1) @ w_rel_D2.T  # (B, 4K, D)
+
+        area = (rel_x * rel_y).abs().view(B, 4, K) + _EPS_AREA
         # Bilinear-style blend: each prediction weighted by the diagonally opposite area.
-        out = preds[0] * (areas[3] / total).unsqueeze(-1)
-        out = out + preds[1] * (areas[2] / total).unsqueeze(-1)
-        out = out + preds[2] * (areas[1] / total).unsqueeze(-1)
-        return out + preds[3] * (areas[0] / total).unsqueeze(-1)
+        weight_B4K = area.flip(1) / area.sum(1, keepdim=True)
+        return (pred.view(B, 4, K, D) * weight_B4K.unsqueeze(-1)).sum(1)
 
     def forward_single(self, tokens_BND: torch.Tensor, xy_B2: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """One query per image, computed the direct way (unfold + grid_sample + imnet).
@@ -98,7 +118,9 @@ class NILI(nn.Module):
         feat = tokens_BND.transpose(1, 2).reshape(B, D, Gh, Gw)
         feat9 = F.unfold(feat, 3, padding=1).view(B, 9 * D, Gh, Gw)
         centres = torch.stack(
-            torch.meshgrid(cell_centres(Gh, feat.device, feat.dtype), cell_centres(Gw, feat.device, feat.dtype), indexing="ij"),
+            torch.meshgrid(
+                cell_centres(Gh, feat.device, feat.dtype), cell_centres(Gw, feat.device, feat.dtype), indexing="ij"
+            ),
             dim=0,
         )[[1, 0]]  # (2, Gh, Gw) as (x, y)
         centres = centres.unsqueeze(0).expand(B, 2, Gh, Gw)

@@ -71,7 +71,9 @@ class GAIRPretrainModule(nn.Module):
         s_ND = sv_pooled.new_zeros(B * K, D).index_put((mask_N.nonzero(as_tuple=True)[0],), m.project_sv(sv_pooled))
 
         # Locations: positives, extra points and the whole queue in one encoder call.
-        lonlat_N2 = torch.where(mask_N[:, None], batch["lonlat"].reshape(-1, 2), torch.zeros_like(batch["lonlat"].reshape(-1, 2)))
+        lonlat_N2 = torch.where(
+            mask_N[:, None], batch["lonlat"].reshape(-1, 2), torch.zeros_like(batch["lonlat"].reshape(-1, 2))
+        )
         parts = [lonlat_N2.float()]
         if M:
             parts.append(batch["lonlat_extra"].reshape(-1, 2).float())
@@ -81,7 +83,9 @@ class GAIRPretrainModule(nn.Module):
 
         total, metrics = self.loss(s_ND, r_ND, mask_N, loc_ND, r_extra_ED, loc_extra_ED, loc_neg_QD)
         if self.teacher is not None:
-            total, metrics = self._distill(total, metrics, rs, sv.reshape(B * K, *sv.shape[2:])[mask_N], tokens_BND, sv_pooled)
+            total, metrics = self._distill(
+                total, metrics, rs, sv.reshape(B * K, *sv.shape[2:])[mask_N], tokens_BND, sv_pooled
+            )
         if self.training:
             self.queue.enqueue(lonlat_N2, mask_N)
         return total, metrics

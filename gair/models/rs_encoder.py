@@ -125,9 +125,9 @@ class RSEncoder(nn.Module):
         """(B, C, H, W) -> (B, N, P) with P ordered (C, i, j) and N row-major."""
         B, C, H, W = x_BCHW.shape
         p = self.patch_size
-        if C != self.in_chans:
+        if self.in_chans != C:
             raise ValueError(f"RS input has {C} bands, the encoder expects {self.in_chans}")
-        if H != self.image_size or W != self.image_size:
+        if self.image_size != H or self.image_size != W:
             raise ValueError(f"RS input is {H}x{W}, the encoder expects {self.image_size}x{self.image_size}")
         x = x_BCHW.reshape(B, C, H // p, p, W // p, p)
         return x.permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)
