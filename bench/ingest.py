@@ -1,0 +1,210 @@
+"""Ingest benchmark: Ray Data pipeline vs a torch DataLoader vs single-process decode x cores.
+
+Starts a local S3-compatible server (moto, loopback) unless --endpoint is given, writes a
+synthetic dataset of --tiles tiles and one --scale times larger, then prints:
+- samples/s (a sample is one tile with its K street views) of the Ray Data pipeline
+  (``build_dataset`` + ``iter_training_batches``) reading from S3;
+- samples/s of a torch DataLoader with the same decode code (``decode.decode_rows``) and
+  the same worker count, streaming the same Parquet row groups from S3;
+- the single-process decode rate (rows already in memory) times the cores used: the
+  ceiling for decode-bound ingest;
+- peak memory (sum of PSS of this process and all its children, Ray workers and object
+  store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
+
+    python bench/ingest.py --tiles 64 --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psutil  # noqa: E402
+
+from gair.configs.data import DataConfig  # noqa: E402
+from gair.configs.model import ModelConfig  # noqa: E402
+from gair.data import decode, manifest, pipeline, synthetic  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiles", type=int, default=64, help="tiles of the 1x dataset")
+    p.add_argument("--scale", type=int, default=10, help="size factor of the large dataset (memory check)")
+    p.add_argument("--obs-per-tile", type=int, default=4)
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode workers / cores")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--endpoint", default="", help="S3 endpoint to use instead of starting moto")
+    return p.parse_args()
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, endpoint
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("moto did not start")
+
+
+class PeakMemory:
+    """Samples the summed PSS of this process tree in a thread; ``.peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        root = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error, AttributeError):  # a worker may exit meanwhile
+                    total += p.memory_full_info().pss
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def steady_rate(batches, start: float) -> tuple[float, float, int]:
+    """(samples/s end to end, samples/s after the first batch, samples) of an iterable of batches."""
+    n, first_t, first_n = 0, None, 0
+    for b in batches:
+        n += len(b["rs"])
+        if first_t is None:
+            first_t, first_n = time.perf_counter(), n
+    end = time.perf_counter()
+    steady = (n - first_n) / (end - first_t) if first_t is not None and end > first_t else float("nan")
+    return n / (end - start), steady, n
+
+
+def run_ray(uri: str, data_cfg: DataConfig, model_cfg: ModelConfig) -> tuple[float, float, int, int]:
+    """(samples/s, steady samples/s, samples, peak bytes) of the Ray Data pipeline over one pass."""
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=True)
+        rate, steady, n = steady_rate(pipeline.iter_training_batches(ds, data_cfg, model_cfg), start)
+    return rate, steady, n, mem.peak
+
+
+def run_dataloader(uri: str, spec: decode.DecodeSpec, workers: int, batch_size: int) -> tuple[float, float, int]:
+    """(samples/s, steady samples/s, samples) of a torch DataLoader streaming row groups with the same decode."""
+    import torch
+    import torch.utils.data as tud
+
+    class Manifest(tud.IterableDataset):
+        def __iter__(self):  # each worker takes every n-th row batch
+            info = tud.get_worker_info()
+            wid, n = (info.id, info.num_workers) if info else (0, 1)
+            torch.set_num_threads(1)
+            for i, rows in enumerate(manifest.iter_manifest_rows(uri, spec.s3, batch_rows=batch_size)):
+                if i % n == wid:
+                    out = decode.decode_rows(rows, spec)
+                    yield {k: out[k] for k in pipeline.SAMPLE_KEYS}
+
+    loader = tud.DataLoader(
+        Manifest(), batch_size=None, num_workers=workers, prefetch_factor=2, persistent_workers=False
+    )
+    return steady_rate(loader, time.perf_counter())
+
+
+def run_single(uri: str, spec: decode.DecodeSpec) -> float:
+    """Rows/s of decode alone in this process (rows already in memory)."""
+    import torch
+
+    torch.set_num_threads(1)
+    rows = [r for b in manifest.iter_manifest_rows(uri, spec.s3) for r in b]
+    decode.decode_rows(rows[:2], spec)  # warm up imports and caches
+    start = time.perf_counter()
+    decode.decode_rows(rows, spec)
+    return len(rows) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    args = parse_args()
+    moto = None
+    if args.endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint
+    else:
+        moto, endpoint = start_moto()
+        os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                          AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    try:
+        return bench(args)
+    finally:
+        if moto is not None:
+            moto.terminate()
+            moto.wait(timeout=10)
+
+
+def bench(args: argparse.Namespace) -> int:
+    import boto3
+    import ray
+
+    bucket = f"gair-bench-{os.getpid()}"
+    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
+    t = time.perf_counter()
+    small = synthetic.write_synthetic(f"s3://{bucket}/x1", tiles=args.tiles, obs_per_tile=args.obs_per_tile, seed=0)
+    print(f"wrote {args.tiles} tiles to S3 in {time.perf_counter() - t:.1f}s", flush=True)
+
+    model_cfg = ModelConfig()  # the paper's sizes: RS 96 px, SV 224 px
+    data_cfg = DataConfig(batch_size=args.batch_size, obs_per_tile=args.obs_per_tile, num_decode_workers=args.workers,
+                          decode_batch_size=8, shuffle_buffer=0, max_bad_fraction=0.0)  # fmt: skip
+    spec = pipeline.decode_spec(data_cfg, model_cfg, train=True)
+
+    t = time.perf_counter()
+    big = synthetic.write_synthetic(f"s3://{bucket}/x{args.scale}", tiles=args.tiles * args.scale,
+                                    obs_per_tile=args.obs_per_tile, seed=1)  # fmt: skip
+    print(f"wrote {args.tiles * args.scale} tiles in {time.perf_counter() - t:.1f}s", flush=True)
+
+    single = run_single(small, spec)
+    dl_rate, dl_steady, dl_n = run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size)
+    ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
+    run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
+    _, _, n1, mem1 = run_ray(small, data_cfg, model_cfg)
+    ray_rate, ray_steady, ray_n, mem_big = run_ray(big, data_cfg, model_cfg)
+
+    ceiling = single * args.workers
+    print(
+        f"\ningest of {ray_n} tiles from S3 (moto on loopback), {args.workers} decode workers, "
+        f"RS {model_cfg.rs_image_size}px, SV {model_cfg.sv_image_size}px, K={args.obs_per_tile}, B={args.batch_size}"
+    )
+    print(f"{'pipeline':<52}{'samples/s':>10}{'vs ceiling':>12}")
+    print(f"{'Ray Data (build_dataset + iter_training_batches)':<52}{ray_rate:>10.1f}{ray_rate / ceiling:>12.2f}")
+    print(f"{'torch DataLoader, same decode, same workers':<52}{dl_rate:>10.1f}{dl_rate / ceiling:>12.2f}")
+    print(f"{'single-process decode x ' + str(args.workers) + ' cores (ceiling)':<52}{ceiling:>10.1f}{1.0:>12.2f}")
+    print(f"Ray Data / DataLoader = {ray_rate / dl_rate:.2f} (end to end, start-up included); "
+          f"samples: ray {ray_n}, dataloader {dl_n}; after-first-batch rates (ray prefetches ahead, so its "
+          f"figure overstates): ray {ray_steady:.1f}, dataloader {dl_steady:.1f}")  # fmt: skip
+    print(f"peak memory (PSS of the process tree, Ray workers and object store included): "
+          f"1x ({n1} tiles) {mem1 / 2**20:.0f} MiB, {args.scale}x ({ray_n} tiles) {mem_big / 2**20:.0f} MiB, "
+          f"ratio {mem_big / mem1:.2f}")  # fmt: skip
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Data-plane configuration (section ``data``): manifests, sampling density, decode parallelism."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gair.configs._base import field
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = field(
+        "", help="URI of the training manifest (directory of Parquet shards; local path or s3://)."
+    )
+    val_manifest: str = field("", help="URI of the validation manifest; empty for none.")
+    batch_size: int = field(32, help="RS tiles per worker per step (B).")
+    obs_per_tile: int = field(
+        4, help="Street-view observations per tile per step (K); fewer are padded, more are sampled."
+    )
+    extra_points: int = field(16, help="Extra random query points per tile per step (M): the INR sampling density.")
+    augment: bool = field(
+        True, help="Geometry-consistent RS crop/flip (query points move with it) and SV horizontal flip, training only."
+    )
+    crop_min_scale: float = field(0.7, help="Smallest RS crop side as a fraction of the tile side (augmentation).")
+    max_bad_fraction: float = field(
+        0.01, help="Stop with TooManyBadRowsError when more than this fraction of rows seen is unusable."
+    )
+    min_rows_before_bad_check: int = field(
+        200, help="Rows to see before judging the bad fraction mid-stream (it is always judged at the end)."
+    )
+    seed: int = field(0, help="Seed of shuffling, observation sampling, extra points and augmentation.")
+    deterministic: bool = field(
+        True, help="Preserve block order through the pipeline so a seed gives the same batches (slightly slower)."
+    )
+    shuffle_buffer: int = field(256, help="Rows in the local shuffle buffer of the training iterator (0: no shuffle).")
+    num_decode_workers: int = field(2, help="Concurrent decode tasks (GeoTIFF + JPEG decode, resize) per dataset.")
+    num_cpus_per_decode: float = field(1.0, help="CPUs reserved by each decode task.")
+    decode_batch_size: int = field(16, help="Tiles per decode task call (Ray Data map_batches batch size).")
+    prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
+    sv_mean: tuple[float, float, float] = field(
+        (0.5312621, 0.5579852, 0.5691087),
+        help="Street-view per-channel mean (images in [0, 1]); default: the reference GAIR's statistics.",
+    )
+    sv_std: tuple[float, float, float] = field(
+        (0.2321560, 0.2327560, 0.2824430), help="Street-view per-channel std (the reference GAIR's statistics)."
+    )
+    s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
+    s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.obs_per_tile < 1:
+            raise ValueError("obs_per_tile must be >= 1")
+        if self.extra_points < 0:
+            raise ValueError("extra_points must be >= 0")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if not 0.0 < self.crop_min_scale <= 1.0:
+            raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
+        if self.num_decode_workers < 1 or self.decode_batch_size < 1:
+            raise ValueError("num_decode_workers and decode_batch_size must be >= 1")
+        if self.num_cpus_per_decode <= 0:
+            raise ValueError("num_cpus_per_decode must be > 0")
+        if self.shuffle_buffer < 0 or self.prefetch_batches < 0:
+            raise ValueError("shuffle_buffer and prefetch_batches must be >= 0")
+        if any(s <= 0 for s in self.sv_std):
+            raise ValueError("sv_std must be positive")

@@ -1,0 +1,119 @@
+"""URIs -> pyarrow filesystems: local paths, ``s3://`` (any S3-compatible endpoint), ``gs://``.
+
+S3 goes through s3fs (botocore) and is configured the standard way: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``),
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_DEFAULT_REGION`` / ``AWS_REGION``. An endpoint and region may also come from the
+config (:class:`S3Options`); credentials only ever come from the environment (or the
+instance's role) and are never logged: :class:`S3Options` holds no secrets, so its repr
+is safe to print.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Where the S3-compatible service is; empty fields fall back to the environment."""
+
+    endpoint_url: str = ""
+    region: str = ""
+
+    def resolved(self) -> S3Options:
+        """Fill empty fields from the environment *now* (so a Ray worker gets the driver's view)."""
+        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return S3Options(endpoint, region)
+
+
+def is_remote(uri: str) -> bool:
+    """True for ``scheme://`` URIs other than ``file://``."""
+    scheme = urlparse(uri).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_filesystem(endpoint_url: str, region: str, pid: int) -> pafs.FileSystem:
+    """s3fs behind pyarrow's filesystem interface, one per process and endpoint.
+
+    s3fs rather than pyarrow's native S3FileSystem: the latter's multipart upload
+    completion is misread as an error by some S3-compatible servers (moto among them),
+    and s3fs writes small objects with a single PUT. Credentials come from botocore's
+    usual chain (environment, config files, instance role); nothing here sees them.
+    """
+    import s3fs
+
+    del pid  # part of the cache key only: an s3fs client must not cross a fork (DataLoader workers)
+    kwargs: dict = {"client_kwargs": {"region_name": region}, "skip_instance_cache": True}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return pafs.PyFileSystem(pafs.FSSpecHandler(s3fs.S3FileSystem(**kwargs)))
+
+
+def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path inside it)`` for a local path or URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "s3a"):
+        opts = (s3 or S3Options()).resolved()
+        return _s3_filesystem(opts.endpoint_url, opts.region, os.getpid()), parsed.netloc + parsed.path
+    if parsed.scheme == "file":
+        return pafs.LocalFileSystem(), parsed.path
+    if is_remote(uri):
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI (always with ``/``)."""
+    if is_remote(base):
+        return base.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)
+    return os.path.join(base, *parts)
+
+
+def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
+    """The whole content of ``uri``; raises FileNotFoundError when it is not there."""
+    fs, path = resolve(uri, s3)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        # pyarrow reports a missing S3 key as a generic OSError; normalise it.
+        if "not found" in str(exc).lower() or "nosuchkey" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise FileNotFoundError(f"{uri}: {exc}") from exc
+        raise
+
+
+def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
+    """Write ``data`` to ``uri``, creating parent directories of local paths."""
+    fs, path = resolve(uri, s3)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def ensure_dir(uri: str, s3: S3Options | None = None) -> None:
+    """Create a directory (a no-op prefix on object stores)."""
+    fs, path = resolve(uri, s3)
+    fs.create_dir(path, recursive=True)
+
+
+def list_parquet(uri: str, s3: S3Options | None = None) -> list[str]:
+    """Sorted paths (inside the filesystem) of the Parquet files of a manifest directory or file."""
+    fs, path = resolve(uri, s3)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [path]
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"manifest {uri} does not exist")
+    selector = pafs.FileSelector(path, recursive=True)
+    files = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File and i.path.endswith(".parquet")]
+    return sorted(files)

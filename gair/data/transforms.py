@@ -1,0 +1,173 @@
+"""Pure array transforms of RS tiles, street views and their query points (numpy/torch only).
+
+Shapes: C bands, H x W source pixels, S model RS size, V street-view size, N points.
+Points are normalized image coordinates ``xy`` in [-1, 1] (x right, y down,
+``align_corners=False``), see ``gair/geo.py``.
+
+Augmentation is *geometry-consistent*: an RS crop or flip is a :class:`GeometryAug`, an
+affine map of normalized coordinates, and every query point goes through the same map as
+the pixels, so a street view still points at the RS content it was taken above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Per-band Sentinel-2 L2A statistics (digital numbers, reflectance x 10000). The ten bands
+# GAIR uses carry the reference GAIR's values (so released weights see the inputs they were
+# trained on); B1, B9 and B10 fall back to the fMoW-Sentinel statistics of SatMAE/CROMA.
+S2_MEAN: dict[str, float] = {
+    "B1": 1370.19, "B2": 1172.9397, "B3": 1378.0846, "B4": 1509.3327, "B5": 1750.0275, "B6": 2073.2758,
+    "B7": 2207.3283, "B8": 2245.1629, "B8A": 2284.6384, "B9": 582.73, "B10": 14.77, "B11": 2231.7283,
+    "B12": 1899.1932,
+}  # fmt: skip
+S2_STD: dict[str, float] = {
+    "B1": 633.15, "B2": 706.6250, "B3": 720.1862, "B4": 783.1424, "B5": 707.1962, "B6": 714.2782,
+    "B7": 748.1827, "B8": 852.3585, "B8A": 762.0849, "B9": 472.38, "B10": 14.31, "B11": 690.0165,
+    "B12": 669.9036,
+}  # fmt: skip
+
+
+def select_bands(image_CHW: np.ndarray, band_names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """The bands ``wanted`` of ``image_CHW`` (whose bands are named ``band_names``), in that order."""
+    index = {name: i for i, name in enumerate(band_names)}
+    missing = [b for b in wanted if b not in index]
+    if missing:
+        raise KeyError(f"bands {missing} not in tile bands {list(band_names)}")
+    return image_CHW[[index[b] for b in wanted]]
+
+
+def normalize_s2(image_CHW: np.ndarray, bands: Sequence[str]) -> np.ndarray:
+    """(x - (mean - 2 std)) / (4 std), clipped to [0, 1], per band; float32."""
+    mean = np.array([S2_MEAN[b] for b in bands], dtype=np.float32)[:, None, None]
+    std = np.array([S2_STD[b] for b in bands], dtype=np.float32)[:, None, None]
+    low = mean - 2.0 * std
+    out = (image_CHW.astype(np.float32) - low) / (4.0 * std)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize_chw(image_CHW: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic (antialiased) resize of a float image to ``size x size``, clipped to [0, 1]."""
+    if image_CHW.shape[1:] == (size, size):
+        return np.ascontiguousarray(image_CHW, dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(image_CHW, dtype=np.float32))[None]
+    # align_corners=False keeps normalized coordinates unchanged by the resize.
+    y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return y[0].clamp_(0.0, 1.0).numpy()
+
+
+@dataclass(frozen=True)
+class GeometryAug:
+    """A crop (in source pixels) followed by optional flips, of a ``width x height`` image."""
+
+    width: int
+    height: int
+    x0: float = 0.0
+    y0: float = 0.0
+    crop_w: float | None = None
+    crop_h: float | None = None
+    flip_x: bool = False
+    flip_y: bool = False
+
+    @property
+    def cw(self) -> float:
+        return float(self.width if self.crop_w is None else self.crop_w)
+
+    @property
+    def ch(self) -> float:
+        return float(self.height if self.crop_h is None else self.crop_h)
+
+    def forward(self, xy: np.ndarray) -> np.ndarray:
+        """Source normalized coordinates -> augmented-image normalized coordinates."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        cols = (xy[:, 0] + 1.0) * self.width / 2.0 - self.x0
+        rows = (xy[:, 1] + 1.0) * self.height / 2.0 - self.y0
+        out = np.stack([2.0 * cols / self.cw - 1.0, 2.0 * rows / self.ch - 1.0], axis=-1)
+        if self.flip_x:
+            out[:, 0] = -out[:, 0]
+        if self.flip_y:
+            out[:, 1] = -out[:, 1]
+        return out
+
+    def inverse(self, xy: np.ndarray) -> np.ndarray:
+        """Augmented-image normalized coordinates -> source normalized coordinates."""
+        xy = np.array(xy, dtype=np.float64).reshape(-1, 2)
+        if self.flip_x:
+            xy[:, 0] = -xy[:, 0]
+        if self.flip_y:
+            xy[:, 1] = -xy[:, 1]
+        cols = (xy[:, 0] + 1.0) * self.cw / 2.0 + self.x0
+        rows = (xy[:, 1] + 1.0) * self.ch / 2.0 + self.y0
+        return np.stack([2.0 * cols / self.width - 1.0, 2.0 * rows / self.height - 1.0], axis=-1)
+
+    def apply(self, image_CHW: np.ndarray) -> np.ndarray:
+        """Crop (integer pixel window) and flip an image; returns a view where possible."""
+        assert image_CHW.shape[1:] == (self.height, self.width), (image_CHW.shape, self.height, self.width)
+        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        out = image_CHW[:, y0 : y0 + int(round(self.ch)), x0 : x0 + int(round(self.cw))]
+        if self.flip_x:
+            out = out[:, :, ::-1]
+        if self.flip_y:
+            out = out[:, ::-1, :]
+        return out
+
+
+def sample_geometry_aug(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    *,
+    min_scale: float,
+    keep_xy: np.ndarray | None = None,
+) -> GeometryAug:
+    """A random crop (each side a fraction in [min_scale, 1]) and random flips.
+
+    The crop is an integer pixel window chosen to contain every point of ``keep_xy``
+    (source normalized coordinates), growing when they spread wider than the sampled
+    size, so that augmentation never throws a street view out of its tile.
+    """
+    cw = _crop_side(rng, width, min_scale, keep_xy[:, 0] if keep_xy is not None and len(keep_xy) else None)
+    ch = _crop_side(rng, height, min_scale, keep_xy[:, 1] if keep_xy is not None and len(keep_xy) else None)
+    return GeometryAug(width, height, cw[0], ch[0], cw[1], ch[1], bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+
+
+def _crop_side(rng: np.random.Generator, n: int, min_scale: float, keep: np.ndarray | None) -> tuple[int, int]:
+    """(start, length) of a crop of a side of ``n`` pixels, containing the ``keep`` coordinates."""
+    length = int(round(n * rng.uniform(min_scale, 1.0))) if min_scale < 1.0 else n
+    lo_needed, hi_needed = n, 0  # pixel interval [lo, hi) that must stay inside the crop
+    if keep is not None:
+        px = (np.asarray(keep, dtype=np.float64) + 1.0) * n / 2.0
+        lo_needed = int(np.floor(px.min()))
+        hi_needed = int(np.floor(px.max())) + 1  # the pixel holding the point must be inside
+        lo_needed, hi_needed = max(0, lo_needed), min(n, max(hi_needed, lo_needed + 1))
+        length = max(length, hi_needed - lo_needed)
+    length = max(1, min(length, n))
+    start_min = max(0, hi_needed - length) if keep is not None else 0
+    start_max = min(lo_needed, n - length) if keep is not None else n - length
+    start = int(rng.integers(start_min, start_max + 1)) if start_max > start_min else start_min
+    return start, length
+
+
+def resize_sv(image_HWC: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic resize of a uint8 street view to ``size x size`` (uint8, HWC)."""
+    if image_HWC.shape[:2] == (size, size):
+        return np.ascontiguousarray(image_HWC)
+    x = torch.from_numpy(np.require(image_HWC, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def normalize_sv(
+    sv_BKVVC: torch.Tensor, mask_BK: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """uint8 street views (B, K, V, V, 3) -> float32 (B, K, 3, V, V), normalized; zeros where padded."""
+    x = sv_BKVVC.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
+    x = (x - m) / s
+    return x * mask_BK[:, :, None, None, None].to(x.dtype)
