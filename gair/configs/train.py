@@ -1,0 +1,141 @@
+"""Pretraining configuration: optimizer, loop, run identity/storage, MLflow, and the whole job.
+
+``PretrainConfig`` is the top-level config of ``jobs/pretrain.py``; its sections are
+``model``, ``loss``, ``data``, ``optim``, ``train``, ``run`` and ``mlflow``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gair.configs._base import field
+from gair.configs.data import DataConfig
+from gair.configs.model import LossConfig, ModelConfig
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(
+        1.5e-4, help="Peak learning rate after warmup (the reference scales 1.5e-6 x global batch / 256 x 100)."
+    )
+    min_lr: float = field(0.0, help="Learning rate at the end of the cosine decay.")
+    weight_decay: float = field(0.05, help="AdamW weight decay; biases, norms and other 1-d parameters get none.")
+    betas: tuple[float, float] = field((0.9, 0.95), help="AdamW (beta1, beta2).")
+    eps: float = field(1e-8, help="AdamW epsilon.")
+    warmup_steps: int = field(100, help="Linear warmup from 0 to optim.lr over this many optimizer steps.")
+    schedule: Literal["cosine", "constant"] = field(
+        "cosine", help="After warmup: half-cycle cosine to optim.min_lr at train.max_steps, or constant."
+    )
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = field(1000, help="Optimizer steps to train for (each is grad_accum_steps micro-batches).")
+    num_workers: int = field(2, help="Ray Train workers (one per GPU when use_gpu).")
+    use_gpu: bool = field(False, help="One GPU per worker (NCCL) instead of CPU workers (gloo).")
+    cpus_per_worker: float = field(
+        1.0, help="CPUs reserved per training worker (fractions allowed; the data pipeline needs the others)."
+    )
+    zero_stage: int = field(2, help="DeepSpeed ZeRO stage 0-3 (0 = plain data parallel).")
+    precision: Precision = field("fp32", help="fp32 | bf16 | fp16 (fp16 needs use_gpu; bf16 works on CPU too).")
+    grad_accum_steps: int = field(1, help="Micro-batches (data.batch_size each) per optimizer step.")
+    grad_clip: float = field(1.0, help="Clip the global gradient norm to this (0 = no clipping).")
+    log_every: int = field(10, help="Print and log progress every this many optimizer steps.")
+    checkpoint_every: int = field(
+        100, help="Save a DeepSpeed checkpoint every this many optimizer steps (and at the end)."
+    )
+    max_failures: int = field(3, help="Worker-group failures to recover from (restart from the latest checkpoint).")
+    seed: int = field(0, help="Seed of model initialisation (the data seed is data.seed).")
+
+    def validate(self) -> None:
+        if self.max_steps < 1 or self.num_workers < 1:
+            raise ValueError("max_steps and num_workers must be >= 1")
+        if self.cpus_per_worker <= 0:
+            raise ValueError("cpus_per_worker must be > 0")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision fp16 needs use_gpu: true (use fp32 or bf16 on CPU)")
+        if self.grad_accum_steps < 1 or self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("grad_accum_steps, log_every and checkpoint_every must be >= 1")
+        if self.grad_clip < 0 or self.max_failures < 0:
+            raise ValueError("grad_clip and max_failures must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    name: str = field(
+        "gair-pretrain", help="Run name: rerunning with the same name resumes from its latest checkpoint."
+    )
+    storage_path: str = field("./runs", help="Where checkpoints and the export go: local path or s3:// URI.")
+    keep_checkpoints: int = field(2, help="Checkpoints to keep (the oldest are deleted).")
+    synthetic_dir: str = field(
+        "./runs/synthetic", help="Where synthetic data is generated when data.train_manifest is empty."
+    )
+    synthetic_tiles: int = field(64, help="Synthetic training tiles generated when data.train_manifest is empty.")
+
+    def validate(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"run.name must be non-empty and contain no '/', got {self.name!r}")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be >= 1")
+        if self.synthetic_tiles < 1:
+            raise ValueError("synthetic_tiles must be >= 1")
+
+
+@dataclass
+class MLflowConfig:
+    enabled: bool = field(True, help="Log to MLflow.")
+    tracking_uri: str = field(
+        "", help="MLflow tracking URI; empty: MLFLOW_TRACKING_URI, else a local sqlite store (./mlflow.db)."
+    )
+    experiment: str = field("gair-pretrain", help="MLflow experiment name.")
+    registered_model: str = field("gair", help="Registered model name (load with models:/NAME@ALIAS).")
+    alias: str = field(
+        "current",
+        help="Alias set on the newly registered model version (MLflow reserves 'latest'; "
+        "models:/NAME/latest already means the newest version).",
+    )
+
+    def validate(self) -> None:
+        if self.enabled and (not self.experiment or not self.registered_model or not self.alias):
+            raise ValueError("mlflow.experiment, mlflow.registered_model and mlflow.alias must be non-empty")
+        if self.alias.lower() == "latest" or self.alias.lower().startswith("v") and self.alias[1:].isdigit():
+            raise ValueError(
+                f"mlflow.alias {self.alias!r} is reserved by MLflow (use e.g. 'current'; models:/NAME/latest "
+                "already loads the newest version)"
+            )
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, help="The GAIR model.")
+    loss: LossConfig = field(default_factory=LossConfig, help="The pretraining objectives.")
+    data: DataConfig = field(default_factory=DataConfig, help="The data plane.")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="Optimizer and learning-rate schedule.")
+    train: TrainConfig = field(default_factory=TrainConfig, help="Scaling, precision, ZeRO and the loop.")
+    run: RunConfig = field(default_factory=RunConfig, help="Run name and storage (checkpoints, export).")
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig, help="Experiment tracking.")
+
+    def validate(self) -> None:
+        if self.optim.warmup_steps > self.train.max_steps:
+            raise ValueError(
+                f"optim.warmup_steps ({self.optim.warmup_steps}) exceeds train.max_steps ({self.train.max_steps})"
+            )
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.data.batch_size * self.train.grad_accum_steps * self.train.num_workers

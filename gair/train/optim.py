@@ -1,0 +1,50 @@
+"""AdamW with no weight decay on biases, norms and other 1-d parameters; warmup + cosine."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from gair.configs.train import OptimConfig
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed matrices, and undecayed biases/norms/scales (ndim <= 1)."""
+    decay, no_decay = [], []
+    for _, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+def build_optimizer(module: nn.Module, cfg: OptimConfig, *, fused: bool = False) -> torch.optim.AdamW:
+    kwargs = {"fused": True} if fused else {}
+    return torch.optim.AdamW(
+        param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **kwargs
+    )
+
+
+def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step``: linear warmup, then half-cycle cosine."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_lr_schedule(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    fn: Callable[[int], float] = lambda step: lr_factor(step, cfg, max_steps)  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

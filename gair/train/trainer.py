@@ -1,0 +1,160 @@
+"""Driver side of pretraining: data, the TorchTrainer, the export and the MLflow wrap-up.
+
+``run_pretraining(cfg)`` is what ``jobs/pretrain.py`` calls after parsing its config.
+Only the per-worker function (``gair.train.loop``) calls ``ray.train.*`` inside workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gair.configs._base import to_dict
+from gair.configs.train import PretrainConfig
+from gair.data import storage
+from gair.train.faults import FAULT_ENV
+
+
+@dataclass
+class PretrainResult:
+    steps: int
+    metrics: dict[str, float]
+    checkpoint_uri: str
+    export_uri: str
+    mlflow_run_id: str | None = None
+    model_uri: str | None = None
+
+
+def resolve_paths(cfg: PretrainConfig) -> PretrainConfig:
+    """Local paths made absolute on the driver (workers and the controller run elsewhere)."""
+    run = cfg.run
+    absolute = {
+        "storage_path": run.storage_path
+        if storage.is_remote(run.storage_path)
+        else str(Path(run.storage_path).resolve()),
+        "synthetic_dir": run.synthetic_dir
+        if storage.is_remote(run.synthetic_dir)
+        else str(Path(run.synthetic_dir).resolve()),
+    }
+    return dataclasses.replace(cfg, run=dataclasses.replace(run, **absolute))
+
+
+def prepare_data(cfg: PretrainConfig) -> PretrainConfig:
+    """Generate a synthetic dataset when ``data.train_manifest`` is empty (the embedded default)."""
+    if cfg.data.train_manifest:
+        return cfg
+    from gair.data import synthetic
+
+    manifest_uri = storage.join(cfg.run.synthetic_dir, "manifest")
+    try:
+        exists = bool(storage.list_parquet(manifest_uri))
+    except FileNotFoundError:
+        exists = False
+    if not exists:
+        print(
+            f"data.train_manifest is empty: writing {cfg.run.synthetic_tiles} synthetic tiles to {cfg.run.synthetic_dir}"
+        )
+        manifest_uri = synthetic.write_synthetic(
+            cfg.run.synthetic_dir, tiles=cfg.run.synthetic_tiles, obs_per_tile=cfg.data.obs_per_tile, seed=cfg.data.seed
+        )
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_manifest=manifest_uri))
+
+
+def build_run_config(cfg: PretrainConfig) -> Any:
+    """Ray Train RunConfig: name + storage (resume key), checkpoints to keep, failures to survive."""
+    import ray.train
+
+    fs, path = (
+        storage.resolve(cfg.run.storage_path)
+        if storage.is_remote(cfg.run.storage_path)
+        else (None, cfg.run.storage_path)
+    )
+    env = {k: os.environ[k] for k in FAULT_ENV if os.environ.get(k)}
+    return ray.train.RunConfig(
+        name=cfg.run.name,
+        storage_path=path,
+        storage_filesystem=fs,
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+        worker_runtime_env={"env_vars": env} if env else None,
+    )
+
+
+def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None) -> Any:
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from gair.data.pipeline import build_dataset
+    from gair.train.loop import train_loop_per_worker
+
+    dataset = build_dataset(cfg.data.train_manifest, cfg.data, cfg.model, train=True)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "mlflow": mlflow_info},
+        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})},
+        ),
+        run_config=build_run_config(cfg),
+        datasets={"train": dataset},
+    )
+
+
+def checkpoint_uri(cfg: PretrainConfig, checkpoint: Any) -> str:
+    path = checkpoint.path
+    return f"s3://{path}" if storage.is_remote(cfg.run.storage_path) and not storage.is_remote(path) else path
+
+
+def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -> str:
+    """Consolidate the final checkpoint to ``local_dir`` and copy it to ``<storage>/<name>/export``."""
+    import pyarrow.fs as pafs
+
+    from gair.train.export import export_checkpoint
+
+    with checkpoint.as_directory() as ckpt_dir:
+        export_checkpoint(ckpt_dir, cfg.model, local_dir, extra={"run_name": cfg.run.name})
+    target = storage.join(cfg.run.storage_path, cfg.run.name, "export")
+    fs, path = storage.resolve(target)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    return target
+
+
+def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
+    """Train (or resume ``run.name``), export the weights, log and register them in MLflow."""
+    from gair import tracking
+
+    cfg = prepare_data(resolve_paths(cfg))
+    tracking_uri = tracking.resolve_tracking_uri(cfg) if cfg.mlflow.enabled else ""
+    run_id = tracking.start_or_resume_run(cfg, tracking_uri) if cfg.mlflow.enabled else None
+    if run_id:
+        print(f"MLflow run {run_id} at {tracking.strip_credentials(tracking_uri)}")
+    mlflow_info = {"tracking_uri": tracking_uri, "run_id": run_id} if run_id else None
+    try:
+        result = build_trainer(cfg, mlflow_info).fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without a checkpoint")
+        with tempfile.TemporaryDirectory(prefix="gair-export-") as tmp:
+            export_uri = export_latest(cfg, result.checkpoint, tmp)
+            metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+            steps = int(metrics.get("step", cfg.train.max_steps))
+            model_uri = None
+            if run_id:
+                reg = tracking.log_final_artifacts(cfg, tracking_uri, run_id, tmp, final_metrics=metrics, steps=steps)
+                model_uri = reg["model_uri"]
+                print(f"registered {model_uri} (version {reg['version']})")
+    except BaseException:
+        if run_id:
+            tracking.end_run(tracking_uri, run_id, status="FAILED")
+        raise
+    if run_id:
+        tracking.end_run(tracking_uri, run_id)
+    out = PretrainResult(steps, metrics, checkpoint_uri(cfg, result.checkpoint), export_uri, run_id, model_uri)
+    print(f"done: {out.steps} steps; checkpoint {out.checkpoint_uri}; export {out.export_uri}")
+    return out

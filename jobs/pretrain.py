@@ -1,0 +1,57 @@
+"""Pretrain GAIR with Ray Train + DeepSpeed ZeRO, checkpoints on object storage, MLflow.
+
+Examples:
+    python jobs/pretrain.py --config configs/pretrain_smoke.yaml
+    python jobs/pretrain.py --config configs/pretrain_gpu.yaml --set run.name=gair-base-v1 \\
+        --set data.train_manifest=s3://bucket/manifest --set run.storage_path=s3://bucket/runs
+    RAY_AUTH_MODE=token ray job submit --working-dir . -- \\
+        python jobs/pretrain.py --config configs/pretrain_smoke.yaml
+
+Rerunning with the same run.name (and run.storage_path) resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gair.configs import ConfigError, format_help, load_config  # noqa: E402
+from gair.configs.train import PretrainConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, epilog=format_help(PretrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", help="YAML config file (e.g. configs/pretrain_smoke.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    return p.parse_args(argv)
+
+
+def connect_ray() -> None:
+    """Join the cluster of RAY_ADDRESS / `ray start`, else start a local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(PretrainConfig, args.config, args.set)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    connect_ray()
+    from gair.train.trainer import run_pretraining
+
+    run_pretraining(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
