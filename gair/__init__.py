@@ -3,24 +3,40 @@
 Public entry points: :class:`GAIR` / :func:`build_model`, :func:`load_reference_checkpoint`
 (official weights), :func:`save_pretrained` / :func:`load_pretrained` (our safetensors
 exports), and :func:`lonlat_to_xy` (map a location into a georeferenced tile).
+
+Attributes are imported on first use, so ``import gair.models`` needs only torch and timm
+(not rasterio, safetensors or the training stack).
 """
 
-from gair.configs.model import LossConfig, ModelConfig
-from gair.geo import lonlat_to_xy, xy_to_lonlat
-from gair.hub import load_pretrained, save_pretrained
-from gair.models._reference import load_reference_checkpoint
-from gair.models.gair import GAIR, build_model
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GAIR",
-    "LossConfig",
-    "ModelConfig",
-    "build_model",
-    "load_pretrained",
-    "load_reference_checkpoint",
-    "lonlat_to_xy",
-    "save_pretrained",
-    "xy_to_lonlat",
-]
+_EXPORTS = {
+    "GAIR": "gair.models.gair",
+    "build_model": "gair.models.gair",
+    "ModelConfig": "gair.configs.model",
+    "LossConfig": "gair.configs.model",
+    "load_reference_checkpoint": "gair.models._reference",
+    "load_pretrained": "gair.hub",
+    "save_pretrained": "gair.hub",
+    "lonlat_to_xy": "gair.geo",
+    "xy_to_lonlat": "gair.geo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gair' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
