@@ -42,6 +42,12 @@ def load_config_json(directory: str | Path) -> ModelConfig:
     return from_dict(ModelConfig, meta["model"])
 
 
+def load_preprocessing(directory: str | Path) -> dict:
+    """The input statistics an export was trained with (``{"sv_mean": [...], ...}``), or {}."""
+    path = Path(directory) / CONFIG_NAME
+    return dict(json.loads(path.read_text()).get("preprocessing", {})) if path.is_file() else {}
+
+
 def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu", strict: bool = True) -> GAIR:
     """Load an export written by :func:`save_pretrained`, in eval mode."""
     directory = Path(directory)

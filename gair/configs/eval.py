@@ -24,12 +24,12 @@ class ExtractConfig:
     num_cpus_per_worker: float = field(1.0, help="CPUs reserved by each embedding actor.")
     num_gpus_per_worker: float = field(0.0, help="GPUs per embedding actor (> 0 runs the model on CUDA).")
     torch_threads: int = field(0, help="torch intra-op threads per actor; 0: num_cpus_per_worker rounded up.")
-    sv_mean: tuple[float, float, float] = field(
-        (0.5, 0.5, 0.5), help="Street-view per-channel mean (images in [0, 1]); must match training's data.sv_mean."
+    sv_mean: tuple[float, ...] = field(
+        (),
+        help="Street-view per-channel mean (images in [0, 1]). Empty: the statistics the model was trained "
+        "with (its config.json), else the data defaults.",
     )
-    sv_std: tuple[float, float, float] = field(
-        (0.5, 0.5, 0.5), help="Street-view per-channel std; must match training's data.sv_std."
-    )
+    sv_std: tuple[float, ...] = field((), help="Street-view per-channel std. Empty: as for sv_mean.")
     s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
     s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
     progress_every_s: float = field(5.0, help="Seconds between progress lines while extracting.")
@@ -39,6 +39,8 @@ class ExtractConfig:
             raise ValueError("batch_size and num_workers must be >= 1")
         if self.num_cpus_per_worker <= 0 or self.num_gpus_per_worker < 0:
             raise ValueError("num_cpus_per_worker must be > 0 and num_gpus_per_worker >= 0")
+        if len(self.sv_mean) not in (0, 3) or len(self.sv_std) not in (0, 3):
+            raise ValueError("sv_mean and sv_std need 3 values (one per RGB channel), or none")
         if any(s <= 0 for s in self.sv_std):
             raise ValueError("sv_std must be positive")
 

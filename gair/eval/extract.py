@@ -34,6 +34,14 @@ from gair.models.gair import GAIR
 LOCAL_MODES = ("nili", "bilinear", "bicubic")
 
 
+def sv_statistics(extract_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for street views: the configured ones, else the data defaults."""
+    from gair.configs.data import DataConfig
+
+    d = DataConfig()
+    return tuple(extract_cfg.sv_mean or d.sv_mean), tuple(extract_cfg.sv_std or d.sv_std)
+
+
 # --------------------------------------------------------------------------- model
 
 

@@ -48,8 +48,8 @@ def _extract(
         cls = extract.SVFileEmbedder
         kwargs = {
             "payload": {"ref": payload_ref},
-            "sv_mean": cfg.extract.sv_mean,
-            "sv_std": cfg.extract.sv_std,
+            "sv_mean": extract.sv_statistics(cfg.extract)[0],
+            "sv_std": extract.sv_statistics(cfg.extract)[1],
             "s3": s3,
         }
     ds = extract.map_with_model(ds, cls, kwargs, cfg.extract, batch_format="numpy")

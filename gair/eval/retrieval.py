@@ -91,8 +91,8 @@ def extract_manifest(
         "payload": {"ref": payload_ref},
         "spec": decode_spec(cfg, model_cfg),
         "modes": tuple(cfg.retrieval.modes),
-        "sv_mean": cfg.extract.sv_mean,
-        "sv_std": cfg.extract.sv_std,
+        "sv_mean": extract.sv_statistics(cfg.extract)[0],
+        "sv_std": extract.sv_statistics(cfg.extract)[1],
     }
     ds = extract.map_with_model(ds, extract.ManifestEmbedder, kwargs, cfg.extract, batch_format="pyarrow")
     out = extract.collect(

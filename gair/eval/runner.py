@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gair.configs._base import to_dict
+from gair.configs.data import DataConfig
 from gair.configs.eval import EvalConfig
 from gair.eval import image_probes, location, plots, report, retrieval
 from gair.eval.extract import ModelPayload
 from gair.eval.model_uri import ResolvedModel, resolve_model
 from gair.eval.tracking import fail_eval_run, finish_eval_run, resolve_tracking_uri, start_eval_run
-from gair.hub import load_pretrained
+from gair.hub import load_preprocessing, load_pretrained
 
 
 @dataclass
@@ -43,6 +44,7 @@ def run_evaluation(cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> Ev
         resolved = resolve_model(cfg.model, tracking_uri, dst_dir=Path(tmp) / "model")
         model = load_pretrained(resolved.local_dir)
         payload = ModelPayload.from_dir(resolved.local_dir)
+        fill_preprocessing(cfg, load_preprocessing(resolved.local_dir))
     _log(stream, f"model {cfg.model} -> {model.cfg.size} GAIR (source run {resolved.run_id or '-'})")
     run_id = start_eval_run(cfg, tracking_uri, resolved) if cfg.mlflow.enabled else None
     try:
@@ -58,6 +60,15 @@ def run_evaluation(cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> Ev
         raise
     _log(stream, f"report: {out_dir / 'report.md'}")
     return EvalOutcome(results, metrics, out_dir, run_id, resolved)
+
+
+def fill_preprocessing(cfg: EvalConfig, trained_with: dict) -> None:
+    """Unset SV statistics take the model's own (its export's config.json), else the data defaults."""
+    defaults = DataConfig()
+    if not cfg.extract.sv_mean:
+        cfg.extract.sv_mean = tuple(trained_with.get("sv_mean", defaults.sv_mean))
+    if not cfg.extract.sv_std:
+        cfg.extract.sv_std = tuple(trained_with.get("sv_std", defaults.sv_std))
 
 
 def run_tasks(
