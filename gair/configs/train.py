@@ -57,6 +57,15 @@ class TrainConfig:
     checkpoint_every: int = field(
         100, help="Save a DeepSpeed checkpoint every this many optimizer steps (and at the end)."
     )
+    val_every: int = field(
+        0,
+        help="Validate on data.val_manifest every this many optimizer steps and at the last step, and report "
+        "val_loss, val_recall_at_1/5 and val_median_rank with the training metrics (0 = off). With synthetic "
+        "training data (empty data.train_manifest) an empty data.val_manifest gets a synthetic validation set.",
+    )
+    val_batches: int = field(
+        0, help="Validation batches per worker per pass (0 = the worker's whole validation shard)."
+    )
     max_failures: int = field(3, help="Worker-group failures to recover from (restart from the latest checkpoint).")
     seed: int = field(0, help="Seed of model initialisation (the data seed is data.seed).")
 
@@ -73,6 +82,8 @@ class TrainConfig:
             raise ValueError("grad_accum_steps, log_every and checkpoint_every must be >= 1")
         if self.grad_clip < 0 or self.max_failures < 0:
             raise ValueError("grad_clip and max_failures must be >= 0")
+        if self.val_every < 0 or self.val_batches < 0:
+            raise ValueError("val_every and val_batches must be >= 0")
 
 
 @dataclass
@@ -86,14 +97,19 @@ class RunConfig:
         "./runs/synthetic", help="Where synthetic data is generated when data.train_manifest is empty."
     )
     synthetic_tiles: int = field(64, help="Synthetic training tiles generated when data.train_manifest is empty.")
+    synthetic_val_tiles: int = field(
+        32,
+        help="Synthetic validation tiles (another seed) generated when data.train_manifest and "
+        "data.val_manifest are empty and train.val_every > 0.",
+    )
 
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"run.name must be non-empty and contain no '/', got {self.name!r}")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
-        if self.synthetic_tiles < 1:
-            raise ValueError("synthetic_tiles must be >= 1")
+        if self.synthetic_tiles < 1 or self.synthetic_val_tiles < 1:
+            raise ValueError("synthetic_tiles and synthetic_val_tiles must be >= 1")
 
 
 @dataclass

@@ -41,7 +41,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if setup.rank == 0 and state.step:
         print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch})", flush=True)
     shard = ray.train.get_dataset_shard("train")
-    train_steps(cfg, setup, state, shard, sink)
+    val_shard = ray.train.get_dataset_shard("val") if cfg.train.val_every else None
+    train_steps(cfg, setup, state, shard, sink, val_shard)
 
 
 def build_engine(cfg: PretrainConfig) -> WorkerSetup:
@@ -88,14 +89,29 @@ def _metrics_sink(mlflow_info: dict[str, str] | None, rank: int) -> Any:
     return MetricsSink(mlflow_info["tracking_uri"], mlflow_info["run_id"])
 
 
-def train_steps(cfg: PretrainConfig, setup: WorkerSetup, state: checkpoint.TrainState, shard: Any, sink: Any) -> None:
-    """Optimizer steps until ``train.max_steps``, epoch after epoch over the worker's shard."""
+def train_steps(
+    cfg: PretrainConfig,
+    setup: WorkerSetup,
+    state: checkpoint.TrainState,
+    shard: Any,
+    sink: Any,
+    val_shard: Any = None,
+) -> None:
+    """Optimizer steps until ``train.max_steps``, epoch after epoch over the worker's shard.
+
+    With ``train.val_every`` (and a ``val_shard``), validation runs every that many steps
+    and at the last step; its metrics go into the step's ``ray.train.report`` (a checkpoint
+    report, or a metrics-only one) and every later checkpoint report carries the latest ones.
+    """
+    import ray.train
+
     from gair.data.pipeline import iter_training_batches
 
     engine, t = setup.engine, cfg.train
     micro_samples = cfg.data.batch_size * setup.world_size
     meter = ProgressMeter()
     micro = 0  # micro-batches since the last optimizer step
+    val_metrics: dict[str, float] = {}  # the latest validation, carried by every later report
     while state.step < t.max_steps:
         batches = iter_training_batches(
             shard, cfg.data, cfg.model, device=setup.device, skip_batches=state.batches_in_epoch
@@ -124,8 +140,14 @@ def train_steps(cfg: PretrainConfig, setup: WorkerSetup, state: checkpoint.Train
             if state.step % t.log_every == 0 or last:
                 summary = log_progress(cfg, setup, state, meter, sink)
                 meter.reset()
+            validated = val_shard is not None and (state.step % t.val_every == 0 or last)
+            if validated:
+                val_metrics = log_validation(cfg, setup, state, val_shard, sink)
             if state.step % t.checkpoint_every == 0 or last:
-                checkpoint.report_with_checkpoint(engine, state, summary if last else {}, rank=setup.rank)
+                metrics = {**(summary if last else {}), **val_metrics}
+                checkpoint.report_with_checkpoint(engine, state, metrics, rank=setup.rank)
+            elif validated:
+                ray.train.report({**val_metrics, "step": state.step})
         if state.batches_in_epoch == consumed_before and state.step < t.max_steps:
             raise RuntimeError(
                 f"the training shard of worker {setup.rank} gave no batch of {cfg.data.batch_size} tiles: "
@@ -151,3 +173,19 @@ def log_progress(
         if sink is not None:
             sink.log(state.step, summary)
     return summary
+
+
+def log_validation(
+    cfg: PretrainConfig, setup: WorkerSetup, state: checkpoint.TrainState, val_shard: Any, sink: Any
+) -> dict[str, float]:
+    """Validate (all ranks); rank 0 prints the metrics and logs them to MLflow."""
+    from gair.train.validation import run_validation
+
+    start = time.perf_counter()
+    metrics = run_validation(cfg, setup.engine, val_shard, setup.device)
+    if setup.rank == 0:
+        took = time.perf_counter() - start
+        print(f"validation at {format_progress(state.step, cfg.train.max_steps, metrics)} ({took:.1f}s)", flush=True)
+        if sink is not None:
+            sink.log(state.step, metrics)
+    return metrics

@@ -44,28 +44,44 @@ def resolve_paths(cfg: PretrainConfig) -> PretrainConfig:
 
 
 def prepare_data(cfg: PretrainConfig) -> PretrainConfig:
-    """Generate a synthetic dataset when ``data.train_manifest`` is empty (the embedded default)."""
+    """Generate a synthetic dataset when ``data.train_manifest`` is empty (the embedded default).
+
+    With validation on (``train.val_every``) and no ``data.val_manifest``, a synthetic
+    validation set is generated too (another seed: other tiles and locations).
+    """
     if cfg.data.train_manifest:
         return cfg
+    train_uri = _synthetic_manifest(
+        cfg.run.synthetic_dir, cfg.run.synthetic_tiles, cfg.data.obs_per_tile, cfg.data.seed
+    )
+    data = dataclasses.replace(cfg.data, train_manifest=train_uri)
+    if cfg.train.val_every and not cfg.data.val_manifest:
+        val_dir = storage.join(cfg.run.synthetic_dir, "val")
+        val_uri = _synthetic_manifest(val_dir, cfg.run.synthetic_val_tiles, cfg.data.obs_per_tile, cfg.data.seed + 1)
+        data = dataclasses.replace(data, val_manifest=val_uri)
+    return dataclasses.replace(cfg, data=data)
+
+
+def _synthetic_manifest(out_uri: str, tiles: int, obs_per_tile: int, seed: int) -> str:
+    """The manifest of a synthetic dataset under ``out_uri``, written unless it exists."""
     from gair.data import synthetic
 
-    manifest_uri = storage.join(cfg.run.synthetic_dir, "manifest")
+    manifest_uri = storage.join(out_uri, "manifest")
     try:
         exists = bool(storage.list_parquet(manifest_uri))
     except FileNotFoundError:
         exists = False
     if not exists:
-        print(
-            f"data.train_manifest is empty: writing {cfg.run.synthetic_tiles} synthetic tiles to {cfg.run.synthetic_dir}"
-        )
-        manifest_uri = synthetic.write_synthetic(
-            cfg.run.synthetic_dir, tiles=cfg.run.synthetic_tiles, obs_per_tile=cfg.data.obs_per_tile, seed=cfg.data.seed
-        )
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train_manifest=manifest_uri))
+        print(f"data.train_manifest is empty: writing {tiles} synthetic tiles to {out_uri}", flush=True)
+        manifest_uri = synthetic.write_synthetic(out_uri, tiles=tiles, obs_per_tile=obs_per_tile, seed=seed)
+    return manifest_uri
 
 
-def build_run_config(cfg: PretrainConfig) -> Any:
-    """Ray Train RunConfig: name + storage (resume key), checkpoints to keep, failures to survive."""
+def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) -> Any:
+    """Ray Train RunConfig: name + storage (resume key), checkpoints to keep, failures to survive.
+
+    ``callbacks``: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
+    """
     import ray.train
 
     fs, path = (
@@ -81,17 +97,22 @@ def build_run_config(cfg: PretrainConfig) -> Any:
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
         failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
         worker_runtime_env={"env_vars": env} if env else None,
+        callbacks=callbacks,
     )
 
 
-def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None) -> Any:
+def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None, callbacks: list[Any] | None = None) -> Any:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from gair.data.pipeline import build_dataset
     from gair.train.loop import train_loop_per_worker
 
-    dataset = build_dataset(cfg.data.train_manifest, cfg.data, cfg.model, train=True)
+    datasets = {"train": build_dataset(cfg.data.train_manifest, cfg.data, cfg.model, train=True)}
+    if cfg.train.val_every:
+        if not cfg.data.val_manifest:
+            raise ValueError("train.val_every > 0 needs data.val_manifest (or synthetic training data)")
+        datasets["val"] = build_dataset(cfg.data.val_manifest, cfg.data, cfg.model, train=False)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "mlflow": mlflow_info},
@@ -101,14 +122,19 @@ def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None) -> An
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})},
         ),
-        run_config=build_run_config(cfg),
-        datasets={"train": dataset},
+        run_config=build_run_config(cfg, callbacks),
+        datasets=datasets,
     )
 
 
 def checkpoint_uri(cfg: PretrainConfig, checkpoint: Any) -> str:
     path = checkpoint.path
     return f"s3://{path}" if storage.is_remote(cfg.run.storage_path) and not storage.is_remote(path) else path
+
+
+def preprocessing(cfg: PretrainConfig) -> dict[str, list[float]]:
+    """Input statistics saved with the weights, so evaluation normalizes street views the same way."""
+    return {"sv_mean": list(cfg.data.sv_mean), "sv_std": list(cfg.data.sv_std)}
 
 
 def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -> str:
@@ -118,7 +144,9 @@ def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -
     from gair.train.export import export_checkpoint
 
     with checkpoint.as_directory() as ckpt_dir:
-        export_checkpoint(ckpt_dir, cfg.model, local_dir, extra={"run_name": cfg.run.name})
+        export_checkpoint(
+            ckpt_dir, cfg.model, local_dir, extra={"run_name": cfg.run.name, "preprocessing": preprocessing(cfg)}
+        )
     target = storage.join(cfg.run.storage_path, cfg.run.name, "export")
     fs, path = storage.resolve(target)
     fs.create_dir(path, recursive=True)

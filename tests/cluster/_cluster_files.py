@@ -51,9 +51,7 @@ def launcher_node_groups(config: dict) -> list[NodeGroup]:
         if name == config["head_node_type"]:
             continue
         resources = node_type["resources"]
-        max_nodes = min(
-            node_type.get("max_workers", config["max_workers"]), config["max_workers"]
-        )
+        max_nodes = min(node_type.get("max_workers", config["max_workers"]), config["max_workers"])
         groups.append(
             NodeGroup(
                 name,
@@ -73,11 +71,7 @@ def _cpu_quantity(value: str | int) -> float:
 def kuberay_node_groups(cluster_spec: dict) -> list[NodeGroup]:
     groups = []
     for group in cluster_spec["workerGroupSpecs"]:
-        (container,) = [
-            c
-            for c in group["template"]["spec"]["containers"]
-            if c["name"] == "ray-worker"
-        ]
+        (container,) = [c for c in group["template"]["spec"]["containers"] if c["name"] == "ray-worker"]
         limits = container["resources"]["limits"]
         groups.append(
             NodeGroup(

@@ -44,9 +44,7 @@ def test_autoscaling_gpu_groups_from_zero(kind):
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["rayVersion"].startswith("2.60.")
     assert "rayStartParams" in spec["headGroupSpec"]
-    head_limits = spec["headGroupSpec"]["template"]["spec"]["containers"][0][
-        "resources"
-    ]["limits"]
+    head_limits = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert "nvidia.com/gpu" not in head_limits, "the head must be CPU-only"
     for group in spec["workerGroupSpecs"]:
         assert "rayStartParams" in group
@@ -57,25 +55,17 @@ def test_autoscaling_gpu_groups_from_zero(kind):
     for group in spec["workerGroupSpecs"]:
         (worker,) = group["template"]["spec"]["containers"]
         resources = worker["resources"]
-        assert (
-            resources["limits"]["nvidia.com/gpu"]
-            == resources["requests"]["nvidia.com/gpu"]
-        )
+        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"]
 
 
 @SPECS
 def test_token_auth_and_workload_identity(kind):
     spec = cluster_specs()[kind]
     assert spec["authOptions"]["mode"] == "token"
-    templates = [spec["headGroupSpec"]["template"]] + [
-        g["template"] for g in spec["workerGroupSpecs"]
-    ]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
     service_account = load_yaml(SERVICEACCOUNT_YAML)
     for template in templates:
-        assert (
-            template["spec"]["serviceAccountName"]
-            == service_account["metadata"]["name"]
-        )
+        assert template["spec"]["serviceAccountName"] == service_account["metadata"]["name"]
         for container in template["spec"]["containers"]:
             assert IMAGE_TAG_RE.match(container["image"]), container["image"]
             env_names = {e["name"] for e in container.get("env", [])}
@@ -92,14 +82,9 @@ def test_token_auth_and_workload_identity(kind):
 def test_rayjob_entrypoint_is_pretraining_with_resume_settings():
     job = load_yaml(RAYJOB_YAML)["spec"]
     entrypoint = job["entrypoint"]
-    assert entrypoint.startswith(
-        "python jobs/pretrain.py --config configs/pretrain_gpu.yaml"
-    )
+    assert entrypoint.startswith("python jobs/pretrain.py --config configs/pretrain_gpu.yaml")
     # A fixed run name and remote storage are what make a retried job resume.
     assert "--set run.name=" in entrypoint
-    assert (
-        "--set run.storage_path=s3://" in entrypoint
-        or "--set run.storage_path=gs://" in entrypoint
-    )
+    assert "--set run.storage_path=s3://" in entrypoint or "--set run.storage_path=gs://" in entrypoint
     assert job["backoffLimit"] >= 1
     assert job["shutdownAfterJobFinishes"] is True

@@ -41,9 +41,7 @@ def test_raw_file_passes_ray_schema_without_defaults(path):
 
     import ray.autoscaler
 
-    schema = json.loads(
-        (Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text()
-    )
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
     jsonschema.validate(load_yaml(path), schema)
 
 
@@ -52,20 +50,14 @@ def test_raw_file_passes_ray_schema_without_defaults(path):
     [
         pytest.param(lambda c: c.update(not_a_ray_field=1), id="unknown-top-level-key"),
         pytest.param(
-            lambda c: c["available_node_types"][c["head_node_type"]][
-                "resources"
-            ].update(GPU="eight"),
+            lambda c: c["available_node_types"][c["head_node_type"]]["resources"].update(GPU="eight"),
             id="non-integer-resource",
         ),
+        pytest.param(lambda c: c.update(head_node_type="no_such_type"), id="head-type-missing"),
         pytest.param(
-            lambda c: c.update(head_node_type="no_such_type"), id="head-type-missing"
-        ),
-        pytest.param(
-            lambda c: next(
-                t
-                for n, t in c["available_node_types"].items()
-                if n != c["head_node_type"]
-            ).update(min_workers=c["max_workers"] + 1),
+            lambda c: next(t for n, t in c["available_node_types"].items() if n != c["head_node_type"]).update(
+                min_workers=c["max_workers"] + 1
+            ),
             id="min-workers-over-global-max",
         ),
     ],
@@ -141,9 +133,7 @@ def test_object_storage_through_roles_not_keys(path):
             assert "Name" in node_config["IamInstanceProfile"], name
         elif name != config["head_node_type"]:
             # GCP: the launcher gives the head its own service account; workers name one.
-            assert node_config["serviceAccounts"][0]["email"].endswith(
-                ".iam.gserviceaccount.com"
-            ), name
+            assert node_config["serviceAccounts"][0]["email"].endswith(".iam.gserviceaccount.com"), name
 
 
 def test_key_checker_catches_a_planted_key():

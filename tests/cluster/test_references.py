@@ -30,16 +30,10 @@ def test_reference_scanner_finds_paths():
     assert referenced_repo_paths(text) == {"jobs/tune.py", "configs/tune.yaml"}
 
 
-@pytest.mark.parametrize(
-    "path", REFERRING_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT))
-)
+@pytest.mark.parametrize("path", REFERRING_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_referenced_scripts_and_configs_exist(path):
     assert path.is_file(), f"{path} is missing"
-    missing = sorted(
-        p
-        for p in referenced_repo_paths(path.read_text())
-        if not (REPO_ROOT / p).is_file()
-    )
+    missing = sorted(p for p in referenced_repo_paths(path.read_text()) if not (REPO_ROOT / p).is_file())
     assert not missing, f"{path.name} refers to files that do not exist: {missing}"
 
 
@@ -50,28 +44,17 @@ def test_rayjob_and_runbook_reference_the_entry_points():
 
 
 def test_dockerfile_base_matches_cluster_images():
-    base = next(
-        line.split()[1]
-        for line in DOCKERFILE.read_text().splitlines()
-        if line.startswith("FROM ")
-    )
+    base = next(line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("FROM "))
     assert IMAGE_TAG_RE.match(base)
     for path in LAUNCHER_YAMLS:
         assert load_yaml(path)["docker"]["image"] == base
-    image = load_yaml(RAYCLUSTER_YAML)["spec"]["headGroupSpec"]["template"]["spec"][
-        "containers"
-    ][0]["image"]
+    image = load_yaml(RAYCLUSTER_YAML)["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert image.split(":")[1] == base.split(":")[1]
 
 
 def all_largest_groups() -> dict[str, NodeGroup]:
-    groups = {
-        path.name: largest_node_group(launcher_node_groups(load_yaml(path)))
-        for path in LAUNCHER_YAMLS
-    }
-    groups[RAYCLUSTER_YAML.name] = largest_node_group(
-        kuberay_node_groups(load_yaml(RAYCLUSTER_YAML)["spec"])
-    )
+    groups = {path.name: largest_node_group(launcher_node_groups(load_yaml(path))) for path in LAUNCHER_YAMLS}
+    groups[RAYCLUSTER_YAML.name] = largest_node_group(kuberay_node_groups(load_yaml(RAYCLUSTER_YAML)["spec"]))
     return groups
 
 
