@@ -148,7 +148,8 @@ def train_steps(
                 checkpoint.report_with_checkpoint(engine, state, metrics, rank=setup.rank)
             elif validated:
                 ray.train.report({**val_metrics, "step": state.step})
-        if state.batches_in_epoch == consumed_before and state.step < t.max_steps:
+        # A resumed epoch whose batches were all consumed before the checkpoint yields nothing: move on.
+        if state.batches_in_epoch == consumed_before == 0 and state.step < t.max_steps:
             raise RuntimeError(
                 f"the training shard of worker {setup.rank} gave no batch of {cfg.data.batch_size} tiles: "
                 "use more data, fewer workers or a smaller data.batch_size"
