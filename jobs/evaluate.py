@@ -19,26 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gair.configs import ConfigError, format_help, load_config  # noqa: E402
+from gair.cli import config_parser, connect_ray  # noqa: E402
+from gair.configs import ConfigError, load_config  # noqa: E402
 from gair.configs.eval import EvalConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, epilog=format_help(EvalConfig), formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = config_parser(__doc__, EvalConfig, "configs/eval.yaml")
     p.add_argument("--model", help="model URI (overrides the config's `model`)")
-    p.add_argument("--config", help="YAML config file (e.g. configs/eval.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     return p.parse_args(argv)
-
-
-def connect_ray() -> None:
-    """Join the cluster of RAY_ADDRESS / `ray start`, else start a local one."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if cfg.retrieval.enabled or cfg.rs_probe.enabled or cfg.sv_probe.enabled:
-            connect_ray()
+            connect_ray(log_to_driver=True)
         outcome = run_evaluation(cfg)
     except BAD_INPUT_ERRORS as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

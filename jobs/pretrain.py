@@ -18,25 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gair.configs import ConfigError, format_help, load_config  # noqa: E402
+from gair.cli import config_parser, connect_ray  # noqa: E402
+from gair.configs import ConfigError, load_config  # noqa: E402
 from gair.configs.train import PretrainConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, epilog=format_help(PretrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", help="YAML config file (e.g. configs/pretrain_smoke.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p = config_parser(__doc__, PretrainConfig, "configs/pretrain_smoke.yaml")
     return p.parse_args(argv)
-
-
-def connect_ray() -> None:
-    """Join the cluster of RAY_ADDRESS / `ray start`, else start a local one."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,16 @@ servers once for the whole run), the fixtures use those instead of starting thei
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +54,42 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
             last = exc
             time.sleep(0.3)
     raise RuntimeError(f"server at {url} did not come up: {last}")
+
+
+@contextlib.contextmanager
+def ray_head_cluster(
+    prefix: str, env: dict[str, str], *, num_cpus: int = 2
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Start a `ray start --head` cluster (dashboard, token auth) in a private temp dir.
+
+    Yields (GCS address, dashboard address, env). ``env`` gains ``RAY_ADDRESS`` so that the
+    cluster's own processes (e.g. Ray Train's placement-group cleaner) find it even when other
+    Ray instances run on the machine; a plain ``ray.init()`` elsewhere does not join it. The
+    agent port is a free one: the default (52365) may be held by another local cluster.
+    """
+    temp_dir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dash = _free_port(), _free_port()
+    env = {**env, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    subprocess.run(
+        ["ray", "start", "--head", "--num-cpus", str(num_cpus), "--num-gpus", "0", "--port", str(port),
+         "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
+         "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard", "true",
+         "--temp-dir", temp_dir, "--disable-usage-stats"],
+        env=env, check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_http(address, timeout=120)
+        yield f"127.0.0.1:{port}", address, env
+    finally:
+        # Stop the processes of this cluster only (identified by its private temp dir).
+        out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout.split()
+        pids = [int(p) for p in out if int(p) != os.getpid()]
+        for sig in ("-TERM", "-KILL"):
+            for pid in pids:
+                subprocess.run(["kill", sig, str(pid)], capture_output=True)
+            time.sleep(2)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, _free_port, _wait_http
+from tests.conftest import REPO_ROOT, ray_head_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -42,33 +41,8 @@ def ray_head_2_cpus():
     if os.environ.get("GAIR_TEST_RAY_ADDRESS"):
         yield os.environ["GAIR_TEST_RAY_ADDRESS"], env
         return
-    temp_dir = tempfile.mkdtemp(prefix="gr-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    dash = _free_port()
-    subprocess.run(
-        ["ray", "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(_free_port()),
-         "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
-         # a free agent port: the default (52365) may be held by another local cluster
-         "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard", "true",
-         "--temp-dir", temp_dir, "--disable-usage-stats"],
-        env=env, check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dash}"
-    _wait_http(address, timeout=120)
-    try:
-        yield address, env
-    finally:
-        _stop_cluster(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _stop_cluster(temp_dir: str) -> None:
-    """Stop the processes of the cluster we started (identified by its private temp dir)."""
-    out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout.split()
-    pids = [int(p) for p in out if int(p) != os.getpid()]
-    for sig in ("-TERM", "-KILL"):
-        for pid in pids:
-            subprocess.run(["kill", sig, str(pid)], capture_output=True)
-        time.sleep(2)
+    with ray_head_cluster("gr-", env) as (_, address, cluster_env):
+        yield address, cluster_env
 
 
 def submit(address: str, env: dict, sets: list[str], env_vars: dict[str, str], timeout: float = 900) -> str:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, _free_port, _wait_http
+from tests.conftest import REPO_ROOT, ray_head_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -41,31 +39,8 @@ def ray_head_with_s3(s3_server):
     Started after the S3 server so that its workers (the trials) inherit the AWS_* settings,
     as the nodes of a real cluster hold their credentials.
     """
-    temp_dir = tempfile.mkdtemp(prefix="gt-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dash = _free_port(), _free_port()
-    # RAY_ADDRESS in the cluster's own processes: Ray Train's placement-group cleaner (which
-    # frees the workers of a trial that ASHA stopped) looks the cluster up, and fails when
-    # other Ray instances run on the same machine (other test sessions).
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    subprocess.run(
-        ["ray", "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--port", str(port),
-         "--dashboard-port", str(dash), "--dashboard-host", "127.0.0.1",
-         "--dashboard-agent-listen-port", str(_free_port()), "--include-dashboard", "true",
-         "--temp-dir", temp_dir, "--disable-usage-stats"],
-        env=env, check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{dash}"
-    _wait_http(address, timeout=120)
-    try:
-        yield f"127.0.0.1:{port}", address, env
-    finally:
-        out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True).stdout.split()
-        pids = [int(p) for p in out if int(p) != os.getpid()]
-        for sig in ("-TERM", "-KILL"):
-            for pid in pids:
-                subprocess.run(["kill", sig, str(pid)], capture_output=True)
-            time.sleep(2)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with ray_head_cluster("gt-", dict(os.environ)) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
