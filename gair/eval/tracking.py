@@ -14,7 +14,7 @@ from pathlib import Path
 from gair.configs._base import flatten, to_dict
 from gair.configs.eval import EvalConfig
 from gair.eval.model_uri import ResolvedModel
-from gair.tracking.mlflow_run import redact
+from gair.tracking.mlflow_run import experiment_id, log_params, redact
 
 DEFAULT_EXPERIMENT = "gair-eval"
 PARENT_TAG = "mlflow.parentRunId"
@@ -34,13 +34,11 @@ def _experiment_id(client, cfg: EvalConfig, model: ResolvedModel) -> str:
         if model.experiment_id:
             return model.experiment_id
         name = DEFAULT_EXPERIMENT
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    return experiment_id(client, name)
 
 
 def start_eval_run(cfg: EvalConfig, tracking_uri: str, model: ResolvedModel) -> str:
     """Create the evaluation run (tags link it to the model's run) and log the config as params."""
-    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -50,9 +48,7 @@ def start_eval_run(cfg: EvalConfig, tracking_uri: str, model: ResolvedModel) -> 
         tags[PARENT_TAG] = model.run_id
     name = cfg.mlflow.run_name or "eval-" + (model.registered_name or model.run_id or Path(model.local_dir).name)
     run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-    params = [Param(k, v) for k, v in redact(flatten(to_dict(cfg))).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i : i + 100])
+    log_params(client, run_id, redact(flatten(to_dict(cfg))))
     return run_id
 
 

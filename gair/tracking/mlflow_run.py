@@ -67,30 +67,44 @@ def config_params(cfg: PretrainConfig) -> dict[str, str]:
     return redact(flatten(to_dict(cfg)))
 
 
-def start_or_resume_run(cfg: PretrainConfig, tracking_uri: str) -> str:
-    """The MLflow run id for ``run.name``: the unfinished run of that name, or a new one."""
-    from mlflow.tracking import MlflowClient
+def experiment_id(client: Any, name: str) -> str:
+    """The id of experiment ``name``, created if missing."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
 
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(cfg.mlflow.experiment)
+
+def log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    """Log params in batches (``log_batch`` takes at most 100 at a time)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def resume_unfinished_run(client: Any, exp_id: str, filter_string: str) -> str | None:
+    """The newest run matching ``filter_string`` if it did not finish, set RUNNING again; else None."""
     previous = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{RUN_NAME_TAG}` = '{cfg.run.name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        [exp_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
     )
     if previous and previous[0].info.status != "FINISHED":
         run_id = previous[0].info.run_id
         client.update_run(run_id, status="RUNNING")
         return run_id
-    run = client.create_run(exp_id, run_name=cfg.run.name, tags={RUN_NAME_TAG: cfg.run.name})
-    run_id = run.info.run_id
-    from mlflow.entities import Param
+    return None
 
-    params = [Param(k, v) for k, v in config_params(cfg).items()]
-    for i in range(0, len(params), 100):  # log_batch takes at most 100 params at a time
-        client.log_batch(run_id, params=params[i : i + 100])
+
+def start_or_resume_run(cfg: PretrainConfig, tracking_uri: str) -> str:
+    """The MLflow run id for ``run.name``: the unfinished run of that name, or a new one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp_id = experiment_id(client, cfg.mlflow.experiment)
+    run_id = resume_unfinished_run(client, exp_id, f"tags.`{RUN_NAME_TAG}` = '{cfg.run.name}'")
+    if run_id is not None:
+        return run_id
+    run_id = client.create_run(exp_id, run_name=cfg.run.name, tags={RUN_NAME_TAG: cfg.run.name}).info.run_id
+    log_params(client, run_id, config_params(cfg))
     return run_id
 
 

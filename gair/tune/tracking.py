@@ -15,7 +15,7 @@ from typing import Any
 from gair.configs._base import flatten, to_dict
 from gair.configs.train import PretrainConfig
 from gair.configs.tune import SweepConfig
-from gair.tracking.mlflow_run import config_params, redact
+from gair.tracking.mlflow_run import config_params, experiment_id, log_params, redact, resume_unfinished_run
 
 SWEEP_TAG = "gair.sweep_name"
 TRIAL_TAG = "gair.tune.trial_id"
@@ -31,38 +31,18 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri)
 
 
-def experiment_id(tracking_uri: str, name: str) -> str:
-    client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
-
-
-def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
-    items = [Param(k, v) for k, v in params.items()]
-    for i in range(0, len(items), 100):  # log_batch takes at most 100 params at a time
-        client.log_batch(run_id, params=items[i : i + 100])
-
-
 def start_or_resume_parent(sweep: SweepConfig, base: PretrainConfig, tracking_uri: str, exp_name: str) -> str:
     """The sweep's parent run: its unfinished run of that name, or a new one."""
     client = _client(tracking_uri)
-    exp_id = experiment_id(tracking_uri, exp_name)
-    previous = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep.run.name}' and tags.`{KIND_TAG}` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if previous and previous[0].info.status != "FINISHED":
-        run_id = previous[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
+    exp_id = experiment_id(client, exp_name)
+    filter_string = f"tags.`{SWEEP_TAG}` = '{sweep.run.name}' and tags.`{KIND_TAG}` = 'sweep'"
+    run_id = resume_unfinished_run(client, exp_id, filter_string)
+    if run_id is not None:
         return run_id
     run = client.create_run(exp_id, run_name=sweep.run.name, tags={SWEEP_TAG: sweep.run.name, KIND_TAG: "sweep"})
     params = {f"sweep.{k}": v for k, v in redact(flatten(to_dict(sweep))).items()}
     params.update({f"base.{k}": v for k, v in config_params(base).items()})
-    _log_params(client, run.info.run_id, params)
+    log_params(client, run.info.run_id, params)
     return run.info.run_id
 
 
@@ -77,7 +57,7 @@ def start_or_resume_child(
 ) -> str:
     """The trial's child run (created on its first start); counts the starts in a tag."""
     client = _client(tracking_uri)
-    exp_id = experiment_id(tracking_uri, exp_name)
+    exp_id = experiment_id(client, exp_name)
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{SWEEP_TAG}` = '{sweep_name}'"
     )
@@ -89,7 +69,7 @@ def start_or_resume_child(
     else:
         tags = {PARENT_TAG: parent_id, SWEEP_TAG: sweep_name, TRIAL_TAG: trial_id, KIND_TAG: "trial"}
         run_id = client.create_run(exp_id, run_name=trial_name, tags=tags).info.run_id
-        _log_params(client, run_id, config_params(cfg))
+        log_params(client, run_id, config_params(cfg))
         starts = 1
     client.set_tag(run_id, STARTS_TAG, str(starts))
     return run_id
@@ -98,7 +78,7 @@ def start_or_resume_child(
 def child_runs(tracking_uri: str, exp_name: str, sweep_name: str) -> dict[str, Any]:
     """trial id -> its child run (mlflow Run), for the sweep's trials."""
     client = _client(tracking_uri)
-    exp_id = experiment_id(tracking_uri, exp_name)
+    exp_id = experiment_id(client, exp_name)
     runs = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_name}'", max_results=10000)
     return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
 
