@@ -3,7 +3,7 @@ PY ?= python
 
 .PHONY: install test test-fast lint format demo
 
-install:
+install:  # exactly the README's test install
 	$(PY) -m pip install -e ".[test]"
 
 test:
