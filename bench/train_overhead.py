@@ -47,7 +47,7 @@ from _common import (  # noqa: E402
     start_local_ray,
 )
 
-from gair.configs._base import to_dict  # noqa: E402
+from gair.configs import to_dict  # noqa: E402
 from gair.configs.train import PretrainConfig  # noqa: E402
 
 
@@ -139,7 +139,7 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     import gair.data.pipeline as pipeline
-    from gair.configs._base import from_dict
+    from gair.configs import from_dict
     from gair.train import checkpoint, loop
 
     started = time.time()

@@ -46,7 +46,7 @@ from _common import (  # noqa: E402
     start_local_ray,
 )
 
-from gair.configs._base import to_dict  # noqa: E402
+from gair.configs import to_dict  # noqa: E402
 from gair.configs.train import PretrainConfig  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed  # noqa: F401 - imported before the baseline, as in the job's workers
     import torch.distributed as dist
 
-    from gair.configs._base import from_dict
+    from gair.configs import from_dict
     from gair.train import loop
 
     cfg = from_dict(PretrainConfig, loop_config["cfg"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gair.configs._base import format_help
+from gair.configs import format_help
 
 
 def config_parser(doc: str | None, cfg_cls: type, example: str) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from gair.configs._base import from_dict, to_dict
+from gair.configs import from_dict, to_dict
 from gair.configs.model import ModelConfig
 from gair.models.gair import GAIR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gair.configs._base import field
+from gair.configs.base import field
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gair.configs._base import field
+from gair.configs.base import field
 from gair.data.schema import S2_BANDS_12
 
 RetrievalMode = Literal["nili", "bilinear", "bicubic", "global"]

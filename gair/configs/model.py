@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gair.configs._base import field
+from gair.configs.base import field
 
 QueryMode = Literal["nili", "bilinear", "bicubic"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gair.configs._base import field
+from gair.configs.base import field
 from gair.configs.data import DataConfig
 from gair.configs.model import LossConfig, ModelConfig
 

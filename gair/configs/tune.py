@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gair.configs._base import field
+from gair.configs.base import field
 
 Searcher = Literal["grid", "random", "optuna"]
 

@@ -61,7 +61,7 @@ class ModelPayload:
     def build(self, device: str | torch.device = "cpu") -> GAIR:
         from safetensors.torch import load as load_safetensors
 
-        from gair.configs._base import from_dict
+        from gair.configs import from_dict
         from gair.configs.model import ModelConfig
 
         cfg = from_dict(ModelConfig, json.loads(self.config_json)["model"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gair.configs._base import to_dict
+from gair.configs import to_dict
 from gair.configs.data import DataConfig
 from gair.configs.eval import EvalConfig
 from gair.eval import image_probes, location, plots, report, retrieval

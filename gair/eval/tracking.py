@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gair.configs._base import flatten, to_dict
+from gair.configs import flatten, to_dict
 from gair.configs.eval import EvalConfig
 from gair.eval.model_uri import ResolvedModel
 from gair.tracking.mlflow_run import experiment_id, log_params, redact

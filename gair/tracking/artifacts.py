@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gair.configs._base import to_dict
+from gair.configs import to_dict
 from gair.configs.train import PretrainConfig
 from gair.tracking.mlflow_run import redact, strip_credentials
 

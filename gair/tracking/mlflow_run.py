@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gair.configs._base import flatten, to_dict
+from gair.configs import flatten, to_dict
 from gair.configs.train import PretrainConfig
 
 RUN_NAME_TAG = "gair.run_name"

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gair.configs._base import from_dict
+from gair.configs import from_dict
 from gair.configs.train import PretrainConfig
 from gair.distributed import all_true, build_deepspeed_config, mean_across_workers
 from gair.train import checkpoint

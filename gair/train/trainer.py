@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gair.configs._base import to_dict
+from gair.configs import to_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
 from gair.train.faults import FAULT_ENV

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from gair.configs._base import apply_overrides, from_dict, to_dict
+from gair.configs import apply_overrides, from_dict, to_dict
 from gair.configs.train import PretrainConfig
 from gair.tune.space import trial_overrides
 

@@ -13,7 +13,7 @@ import copy
 import json
 from typing import Any
 
-from gair.configs._base import ConfigError, apply_overrides, from_dict
+from gair.configs import ConfigError, apply_overrides, from_dict
 from gair.configs.train import PretrainConfig
 from gair.configs.tune import Dimension, SweepConfig
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gair.configs._base import ConfigError, load_config, to_dict
+from gair.configs import ConfigError, load_config, to_dict
 from gair.configs.train import PretrainConfig
 from gair.configs.tune import SweepConfig
 from gair.data import storage

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gair.configs._base import flatten, to_dict
+from gair.configs import flatten, to_dict
 from gair.configs.train import PretrainConfig
 from gair.configs.tune import SweepConfig
 from gair.tracking.mlflow_run import config_params, experiment_id, log_params, redact, resume_unfinished_run

@@ -1,8 +1,9 @@
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from gair.configs._base import ConfigError, field, flatten, format_help, load_config, to_dict
+from gair.configs import ConfigError, field, flatten, format_help, from_dict, load_config, to_dict
 from gair.configs.model import LossConfig, ModelConfig
 
 
@@ -75,3 +76,56 @@ def test_model_and_loss_configs_validate():
     with pytest.raises(ConfigError, match="temperature"):
         load_config(LossConfig, None, ["temperature=0"])
     assert load_config(ModelConfig, None, ["size=tiny"]).width == 64
+
+
+@dataclass
+class Kinds:
+    count: int = field(1, help="an int")
+    ratio: float | None = field(None, help="an optional float")
+    names: list[str] = field(default_factory=list, help="a list")
+    sizes: tuple[int, ...] = field((1,), help="a variable tuple")
+    extra: dict[str, Any] = field(default_factory=dict, help="free-form")
+
+
+@pytest.mark.parametrize(
+    "override,attr,expected",
+    [
+        ("count=1e3", "count", 1000),  # YAML reads 1e3 as a string
+        ("count=2.0", "count", 2),
+        ("ratio=null", "ratio", None),
+        ("ratio=3", "ratio", 3.0),
+        ("ratio='0.5'", "ratio", 0.5),
+        ("names=a,b", "names", ["a", "b"]),
+        ("names=[x, 1]", "names", ["x", "1"]),
+        ("sizes=[2, 3.0]", "sizes", (2, 3)),
+        ("extra={a: 1}", "extra", {"a": 1}),
+    ],
+)
+def test_each_type_converts_cli_values(override, attr, expected):
+    value = getattr(load_config(Kinds, None, [override]), attr)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("count=2.5", "expected an integer"),
+        ("count=true", "expected an integer"),
+        ("ratio=abc", "expected a number"),
+        ("names=5", "expected a list"),
+        ("sizes=[1, x]", r"sizes\[1\]: expected an integer"),
+        ("extra=3", "expected a mapping"),
+    ],
+)
+def test_each_type_rejects_wrong_values(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(Kinds, None, [override])
+
+
+def test_an_unsupported_field_type_is_a_programming_error():
+    @dataclass
+    class Odd:
+        when: complex = field(0j, help="no converter for complex")
+
+    with pytest.raises(TypeError, match="not supported"):
+        from_dict(Odd, {"when": 1})

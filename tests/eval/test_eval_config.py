@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gair.configs import ConfigError, load_config
-from gair.configs._base import describe
+from gair.configs import ConfigError, describe, load_config
 from gair.configs.eval import EvalConfig
 from tests.conftest import REPO_ROOT
 
