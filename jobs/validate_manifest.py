@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gair.configs.model import S2_BANDS_10  # noqa: E402
 from gair.data import manifest  # noqa: E402
+from gair.sensors import S2_BANDS_10  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gair.configs.base import field
-from gair.data.schema import S2_BANDS_12
+from gair.sensors import S2_BANDS_12
 
 RetrievalMode = Literal["nili", "bilinear", "bicubic", "global"]
 Probe = Literal["ridge", "mlp"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gair.configs.base import field
+from gair.sensors import S2_BANDS_10
 
 QueryMode = Literal["nili", "bilinear", "bicubic"]
 
@@ -16,9 +17,6 @@ SIZES: dict[str, tuple[int, int, int, int, int]] = {
     "base": (768, 12, 16, 12, 1024),
     "large": (1024, 24, 16, 16, 1024),
 }
-
-# Sentinel-2 L2A bands the reference keeps (B1 and B9 dropped from 12-band tiles).
-S2_BANDS_10 = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 
 
 @dataclass

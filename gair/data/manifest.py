@@ -29,9 +29,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from gair import geo
-from gair.configs.model import S2_BANDS_10
 from gair.data import decode, schema, storage
 from gair.data.decode import BadRowError, Reason
+from gair.sensors import S2_BANDS_10, S2_BANDS_12, S2_BANDS_13
 
 # ------------------------------------------------------------------------ writing
 
@@ -185,10 +185,9 @@ def band_names_for(count: int, descriptions: Sequence[str | None]) -> list[str]:
     names = [d for d in descriptions if d]
     if len(names) == count and len(set(names)) == count and all(len(n) <= 8 for n in names):
         return names
-    if count == len(schema.S2_BANDS_12):
-        return list(schema.S2_BANDS_12)
-    if count == 13:
-        return ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+    for defaults in (S2_BANDS_12, S2_BANDS_13):
+        if count == len(defaults):
+            return list(defaults)
     return [f"band{i + 1}" for i in range(count)]
 
 

@@ -64,9 +64,6 @@ MANIFEST_SCHEMA = pa.schema(
 COLUMNS = tuple(MANIFEST_SCHEMA.names)
 OBSERVATION_FIELDS = tuple(f.name for f in OBSERVATION_TYPE)
 
-# Sentinel-2 L2A bands of a 12-band tile (B10 is a cirrus band absent from L2A products).
-S2_BANDS_12 = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
-
 
 class SchemaError(ValueError):
     """A Parquet file is not a GAIR manifest of a supported version."""

@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from gair import geo
-from gair.data import decode, manifest, schema, storage
+from gair.data import decode, manifest, storage
+from gair.sensors import S2_BANDS_12
 
 N_CLASSES = 6
 _WORLD = np.random.default_rng(20250316)  # fixed: class definitions do not depend on the seed
 # (classes, 12 bands) reflectance x 10000: vegetation-, water-, soil-, urban-like mixtures.
-SIGNATURES = np.clip(_WORLD.uniform(300, 4500, size=(N_CLASSES, len(schema.S2_BANDS_12))), 100, 6000).astype(np.float32)
+SIGNATURES = np.clip(_WORLD.uniform(300, 4500, size=(N_CLASSES, len(S2_BANDS_12))), 100, 6000).astype(np.float32)
 SV_COLOURS = _WORLD.integers(30, 226, size=(N_CLASSES, 2, 3)).astype(np.float32)  # top and bottom colour
 SV_STRIPES = np.stack(
     [np.linspace(0, math.pi, N_CLASSES, endpoint=False), _WORLD.uniform(2.0, 9.0, N_CLASSES)], axis=1
@@ -170,5 +171,5 @@ def tile_to_row(
         rs_uri = storage.join(out_uri, "rs", tile["tile_id"] + ".tif")
         storage.write_bytes(rs_uri, tif, s3)
     return manifest.tile_row(
-        tile["tile_id"], info, schema.S2_BANDS_12, observations, rs_bytes=tif if inline else None, rs_uri=rs_uri
+        tile["tile_id"], info, S2_BANDS_12, observations, rs_bytes=tif if inline else None, rs_uri=rs_uri
     )

@@ -18,19 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Per-band Sentinel-2 L2A statistics (digital numbers, reflectance x 10000). The ten bands
-# GAIR uses carry the reference GAIR's values (so released weights see the inputs they were
-# trained on); B1, B9 and B10 fall back to the fMoW-Sentinel statistics of SatMAE/CROMA.
-S2_MEAN: dict[str, float] = {
-    "B1": 1370.19, "B2": 1172.9397, "B3": 1378.0846, "B4": 1509.3327, "B5": 1750.0275, "B6": 2073.2758,
-    "B7": 2207.3283, "B8": 2245.1629, "B8A": 2284.6384, "B9": 582.73, "B10": 14.77, "B11": 2231.7283,
-    "B12": 1899.1932,
-}  # fmt: skip
-S2_STD: dict[str, float] = {
-    "B1": 633.15, "B2": 706.6250, "B3": 720.1862, "B4": 783.1424, "B5": 707.1962, "B6": 714.2782,
-    "B7": 748.1827, "B8": 852.3585, "B8A": 762.0849, "B9": 472.38, "B10": 14.31, "B11": 690.0165,
-    "B12": 669.9036,
-}  # fmt: skip
+from gair.sensors import S2_MEAN, S2_STD
 
 
 def select_bands(image_CHW: np.ndarray, band_names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:

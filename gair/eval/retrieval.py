@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from gair import metrics
 from gair.configs.eval import EvalConfig
 from gair.data import decode, schema, storage
-from gair.eval import extract, metrics
+from gair.eval import extract
 
 
 class EmptyManifestError(ValueError):

@@ -10,7 +10,7 @@ dataset (built with ``train=False``: no augmentation) and computes, per batch,
   view's location (query) and the projected street-view embedding (candidate).
 
 The embeddings of all workers are gathered and every observation's NILI feature ranks all
-street views of the validation set by cosine similarity (``gair.eval.metrics``):
+street views of the validation set by cosine similarity (``gair.metrics``):
 ``val_recall_at_1``, ``val_recall_at_5`` and ``val_median_rank``. Unlike the loss, recall
 does not depend on the temperature, so it compares runs with different temperatures.
 
@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from gair.configs.train import PretrainConfig
 from gair.distributed import all_true
-from gair.eval.metrics import recall_at_k, retrieval_ranks
+from gair.metrics import retrieval_ranks, summarize_ranks
 
 RECALL_KS = (1, 5)
 PREFIX = "val_"
@@ -70,7 +70,7 @@ def run_validation(cfg: PretrainConfig, engine: Any, shard: Any, device: torch.d
             "or a smaller data.batch_size"
         )
     out = {f"{PREFIX}{k}": v / n_batches for k, v in sums.items() if k not in ("temperature", "observations")}
-    out.update(retrieval_metrics(gather_rows(_concat(queries)), gather_rows(_concat(candidates))))
+    out.update(localized_retrieval_metrics(gather_rows(_concat(queries)), gather_rows(_concat(candidates))))
     return out
 
 
@@ -83,11 +83,15 @@ def localized_embeddings(model: Any, batch: dict[str, torch.Tensor]) -> tuple[to
     return local_BKD[mask_BK], model.project_sv(model.encode_sv(sv))
 
 
-def retrieval_metrics(queries_ND: np.ndarray, candidates_ND: np.ndarray) -> dict[str, float]:
-    """Recall@k and median rank of query i's own candidate i among all candidates (cosine)."""
+def localized_retrieval_metrics(queries_ND: np.ndarray, candidates_ND: np.ndarray) -> dict[str, float]:
+    """Recall@k and median rank of query i's own candidate i among all candidates (cosine).
+
+    The names are MLflow-safe (``val_recall_at_1``, not ``recall@1``).
+    """
     ranks = retrieval_ranks(queries_ND, candidates_ND)
-    out = {f"{PREFIX}recall_at_{k}": recall_at_k(ranks, k) for k in RECALL_KS}
-    out[f"{PREFIX}median_rank"] = float(np.median(ranks))
+    summary = summarize_ranks(ranks, RECALL_KS)
+    out = {f"{PREFIX}recall_at_{k}": summary[f"recall@{k}"] for k in RECALL_KS}
+    out[f"{PREFIX}median_rank"] = summary["median_rank"]
     out[f"{PREFIX}observations"] = float(len(ranks))
     return out
 

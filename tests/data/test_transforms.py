@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from gair import sensors
 from gair.data import transforms
 
 
 def test_normalize_s2_maps_mean_minus_2std_to_0_and_plus_2std_to_1() -> None:
     bands = ("B2", "B8A")
-    mean = np.array([transforms.S2_MEAN[b] for b in bands])
-    std = np.array([transforms.S2_STD[b] for b in bands])
+    mean = np.array([sensors.S2_MEAN[b] for b in bands])
+    std = np.array([sensors.S2_STD[b] for b in bands])
     image = np.stack([np.full((2, 2), m + k * s) for m, s, k in zip(mean, std, (-2, 2), strict=True)]).astype(
         np.float32
     )

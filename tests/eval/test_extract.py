@@ -14,6 +14,7 @@ from gair.configs.eval import EvalConfig
 from gair.data import decode, storage, synthetic
 from gair.eval import extract, retrieval
 from gair.hub import load_pretrained
+from gair.sensors import S2_BANDS_12
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_manifest_embedder_caps_observations_and_reports_bad_tiles(tiny_export: 
 def test_file_embedders(tiny_export: Path, tmp_path: Path, shared_data: Path):
     s3 = storage.S3Options()
     tifs = sorted((shared_data / "satclip-s2" / "images").glob("*.tif"))[:2]
-    rs = extract.RSFileEmbedder({"ref": extract.ModelPayload.from_dir(tiny_export)}, synthetic.schema.S2_BANDS_12, s3)
+    rs = extract.RSFileEmbedder({"ref": extract.ModelPayload.from_dir(tiny_export)}, S2_BANDS_12, s3)
     uris = np.array([str(tifs[0]), str(tmp_path / "missing.tif"), str(tifs[1])], dtype=object)
     out = rs({"uri": uris, "row": np.arange(3)})
     assert out["ok"].tolist() == [True, False, True] and "missing.tif" in out["bad_reason"][1]

@@ -5,7 +5,8 @@ candidate, ``targets[i]`` (by default candidate ``i``). Ranks are 1-based and
 *pessimistic*: a candidate that ties with the correct one counts as ranked above it, so
 a degenerate model (all similarities equal) gets the worst rank, never the best.
 
-Used by the evaluation job (``gair.eval.retrieval``) and by validation during sweeps.
+Used by the evaluation job (``gair.eval.retrieval``) and by validation during training
+(``gair.train.validation``).
 """
 
 from __future__ import annotations

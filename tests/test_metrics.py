@@ -1,11 +1,11 @@
-"""gair.eval.metrics: ranks, recall@k and median rank from similarities."""
+"""gair.metrics: ranks, recall@k and median rank from similarities."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gair.eval import metrics
+from gair import metrics
 
 
 def test_ranks_of_identity_are_one():
