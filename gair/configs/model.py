@@ -40,6 +40,19 @@ class ModelConfig:
     location_rff_features: int = field(256, help="Number of random Fourier frequencies per branch.")
     query_mode: QueryMode = field("nili", help="How RS features are read at a point: nili, bilinear or bicubic.")
     dropout: float = field(0.0, help="Dropout in the street-view encoder (the reference uses 0.1 when training).")
+    rs_init: str = field(
+        "",
+        help="CROMA checkpoint (CROMA_base.pt layout; local path or s3:// URI) whose optical s2_encoder "
+        "initializes the RS encoder; every key is reported placed, left out (the band-dependent input Linear "
+        "when the band count differs) or missing, and a missing required key is an error. Empty: random init.",
+    )
+    sv_teacher: str = field(
+        "",
+        help="Weights of the frozen street-view teacher of the distillation (the paper: "
+        "google/vit-base-patch16-224-in21k), a local file or directory (model.safetensors or pytorch_model.bin) "
+        "or an s3:// file URI, in Hugging Face ViTModel layout (transformers 4.x or 5.x names) or timm's. "
+        "Needed when loss.distill_weight > 0.",
+    )
 
     def validate(self) -> None:
         if self.rs_image_size % self.rs_patch_size:
@@ -95,7 +108,10 @@ class LossConfig:
         1.0, help="Weight of SECL on the extra random query points (NILI feature <-> their location)."
     )
     distill_weight: float = field(
-        0.0, help="Weight of the cosine distillation to a frozen teacher (0 = off; reference 0.2)."
+        0.0,
+        help="Weight w of the distillation: loss += -w cos(SV pooler, frozen SV teacher's pooler) - w cos(mean RS "
+        "tokens, mean tokens of a frozen copy of the initialized RS encoder). 0 = off; the reference: 0.2, "
+        "always on. Needs model.sv_teacher.",
     )
 
     def validate(self) -> None:
@@ -105,3 +121,5 @@ class LossConfig:
             raise ValueError("queue_size must be >= 0")
         if self.max_logit_scale <= 0:
             raise ValueError("max_logit_scale must be > 0")
+        if self.distill_weight < 0:
+            raise ValueError("distill_weight must be >= 0")

@@ -19,7 +19,12 @@ Precision = Literal["fp32", "bf16", "fp16"]
 @dataclass
 class OptimConfig:
     lr: float = field(
-        1.5e-4, help="Peak learning rate after warmup (the reference scales 1.5e-6 x global batch / 256 x 100)."
+        1.5e-4, help="Peak learning rate after warmup, used when optim.base_lr is 0 (a fixed learning rate)."
+    )
+    base_lr: float = field(
+        0.0,
+        help="If > 0, the peak learning rate is base_lr x effective batch / 256, effective batch = data.batch_size "
+        "x train.grad_accum_steps x train.num_workers (the reference: blr 1.5e-6), and optim.lr is ignored.",
     )
     min_lr: float = field(0.0, help="Learning rate at the end of the cosine decay.")
     weight_decay: float = field(0.05, help="AdamW weight decay; biases, norms and other 1-d parameters get none.")
@@ -31,7 +36,9 @@ class OptimConfig:
     )
 
     def validate(self) -> None:
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+        if self.base_lr < 0:
+            raise ValueError(f"base_lr must be >= 0, got {self.base_lr}")
+        if self.lr <= 0 or self.min_lr < 0:
             raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.weight_decay < 0:
             raise ValueError("weight_decay must be >= 0")
@@ -147,6 +154,12 @@ class PretrainConfig:
     mlflow: MLflowConfig = field(default_factory=MLflowConfig, help="Experiment tracking.")
 
     def validate(self) -> None:
+        if self.optim.min_lr > self.peak_lr:
+            raise ValueError(f"optim.min_lr {self.optim.min_lr} exceeds the peak learning rate {self.peak_lr}")
+        if self.loss.distill_weight > 0 and not self.model.sv_teacher:
+            raise ValueError(
+                "loss.distill_weight > 0 needs model.sv_teacher (the frozen street-view teacher's weights)"
+            )
         if self.optim.warmup_steps > self.train.max_steps:
             raise ValueError(
                 f"optim.warmup_steps ({self.optim.warmup_steps}) exceeds train.max_steps ({self.train.max_steps})"
@@ -155,3 +168,10 @@ class PretrainConfig:
     @property
     def global_batch_size(self) -> int:
         return self.data.batch_size * self.train.grad_accum_steps * self.train.num_workers
+
+    @property
+    def peak_lr(self) -> float:
+        """optim.base_lr x effective batch / 256 when base_lr is set (the reference's rule), else optim.lr."""
+        if self.optim.base_lr > 0:
+            return self.optim.base_lr * self.global_batch_size / 256
+        return self.optim.lr

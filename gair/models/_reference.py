@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from gair.configs.model import ModelConfig
+from gair.models._vit_layouts import convert_vit_state_dict
 from gair.models.gair import GAIR
 
 # Reference keys that have no counterpart in the GAIR model (training-only or unused parts).
@@ -68,8 +69,6 @@ _RULES: list[tuple[str, str]] = [
     (r"imnet\.(weight|bias)$", r"nili.\1"),
 ]
 _COMPILED = [(re.compile(p), t) for p, t in _RULES]
-# Hugging Face keeps q, k and v apart; timm fuses them into one qkv projection.
-_SV_QKV = re.compile(_SV + r"attention\.attention\.(query|key|value)\.(weight|bias)$")
 
 
 @dataclass
@@ -101,15 +100,14 @@ def convert_reference_state_dict(ref: Mapping[str, torch.Tensor]) -> tuple[dict[
     """Reference names -> our names. Returns (our state dict, report of unplaced keys)."""
     out: dict[str, torch.Tensor] = {}
     report = LoadReport()
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    sv: dict[str, torch.Tensor] = {}  # the street-view ViTModel: transformers 4.x or 5.x names
     for raw_key, tensor in ref.items():
         key = raw_key[len("module.") :] if raw_key.startswith("module.") else raw_key
         if key.startswith(_UNUSED_PREFIXES):
             report.unused.append(raw_key)
             continue
-        m = _SV_QKV.match(key)
-        if m:
-            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = tensor
+        if key.startswith("sv_encoder."):
+            sv[key[len("sv_encoder.") :]] = tensor
             continue
         for pattern, template in _COMPILED:
             m = pattern.match(key)
@@ -118,13 +116,10 @@ def convert_reference_state_dict(ref: Mapping[str, torch.Tensor]) -> tuple[dict[
                 break
         else:
             report.unexpected.append(raw_key)
-    for (layer, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            report.unexpected.extend(f"sv_encoder.encoder.layer.{layer}.attention.attention.{p}.{kind}" for p in parts)
-            continue
-        out[f"sv_encoder.vit.blocks.{layer}.attn.qkv.{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]], dim=0
-        )
+    conv = convert_vit_state_dict(sv)
+    out.update({"sv_encoder." + k: v for k, v in conv.state.items()})
+    report.unused.extend("sv_encoder." + k for k in conv.unused)
+    report.unexpected.extend("sv_encoder." + k for k in conv.unexpected)
     return out, report
 
 
@@ -169,13 +164,17 @@ def load_reference_checkpoint(
     cfg: ModelConfig | None = None,
     *,
     map_location: str | torch.device = "cpu",
-    strict: bool = False,
+    strict: bool = True,
 ) -> GAIR:
     """Load the official GAIR release (``checkpoint.pth``) into our model, in eval mode.
 
-    Keys that cannot be placed are reported on ``model.load_report`` and with a warning
-    (and raise with ``strict=True``); reference-only parts (the transformer query head,
-    the CROMA classification head, training queues) are listed as ``unused``.
+    The street-view encoder may carry transformers 4.x names
+    (``encoder.layer.N.attention.attention.query``) or 5.x ones
+    (``layers.N.attention.q_proj``). A parameter of ours the checkpoint leaves unfilled,
+    a key in no known layout or a shape that does not fit raises ``RuntimeError`` naming
+    them; ``strict=False`` only warns and leaves such parameters at their random values.
+    Reference-only parts (the transformer query head, the CROMA classification head,
+    training queues) are listed as ``unused``; the report is ``model.load_report``.
     """
     obj = torch.load(str(path), map_location=map_location, weights_only=True)
     state = obj["model"] if isinstance(obj, dict) and "model" in obj else obj

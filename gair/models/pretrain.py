@@ -6,8 +6,6 @@ M extra query points per tile, V street-view size, D width, Q queue length.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +14,7 @@ from gair.configs.model import LossConfig, ModelConfig
 from gair.losses.contrastive import GAIRLoss
 from gair.losses.queue import LocationQueue
 from gair.models.gair import GAIR
+from gair.models.teachers import Teachers
 
 BATCH_KEYS = ("rs", "sv", "sv_mask", "lonlat", "xy")
 
@@ -28,23 +27,24 @@ class GAIRPretrainModule(nn.Module):
         model_cfg: ModelConfig | None = None,
         loss_cfg: LossConfig | None = None,
         model: GAIR | None = None,
-        teacher: GAIR | None = None,
+        teachers: Teachers | None = None,
         queue_seed: int = 0,
     ) -> None:
         super().__init__()
         self.model = model if model is not None else GAIR(model_cfg or ModelConfig())
         self.loss = GAIRLoss(loss_cfg or LossConfig())
         self.queue = LocationQueue(self.loss.cfg.queue_size, seed=queue_seed)
-        self.teacher: GAIR | None = None
-        if self.loss.cfg.distill_weight > 0:
-            # A frozen copy of the starting weights unless a teacher is given; kept out of
-            # the state dict's trainable set by requires_grad=False.
-            self.teacher = copy.deepcopy(teacher if teacher is not None else self.model).eval().requires_grad_(False)
+        if self.loss.cfg.distill_weight > 0 and teachers is None:
+            raise ValueError("loss.distill_weight > 0 needs teachers (see gair.models.teachers)")
+        # Not a registered submodule: the teachers stay out of parameters(), state_dict()
+        # and therefore out of the optimizer, ZeRO partitioning and checkpoints.
+        object.__setattr__(self, "teachers", teachers if self.loss.cfg.distill_weight > 0 else None)
 
-    def train(self, mode: bool = True) -> GAIRPretrainModule:
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) / .half() reach the unregistered teachers too.
+        super()._apply(fn, recurse)
+        if self.teachers is not None:
+            self.teachers._apply(fn, recurse)
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -82,7 +82,7 @@ class GAIRPretrainModule(nn.Module):
         loc_ND, loc_extra_ED, loc_neg_QD = loc.split([B * K, B * M, self.queue.size])
 
         total, metrics = self.loss(s_ND, r_ND, mask_N, loc_ND, r_extra_ED, loc_extra_ED, loc_neg_QD)
-        if self.teacher is not None:
+        if self.teachers is not None:
             total, metrics = self._distill(
                 total, metrics, rs, sv.reshape(B * K, *sv.shape[2:])[mask_N], tokens_BND, sv_pooled
             )
@@ -91,12 +91,11 @@ class GAIRPretrainModule(nn.Module):
         return total, metrics
 
     def _distill(self, total, metrics, rs, sv_valid, tokens_BND, sv_pooled):
-        """Minus weight * cosine to the frozen teacher, for the SV and the global RS embedding."""
-        with torch.no_grad():
-            t_rs = self.teacher.encode_rs(rs)
-            t_sv = self.teacher.encode_sv(sv_valid)
+        """Minus weight * cosine to the frozen teachers: SV pooler output, and RS mean token."""
+        t_rs, t_sv = self.teachers.targets(rs, sv_valid)
         cos_rs = F.cosine_similarity(tokens_BND.mean(1), t_rs, dim=-1).mean()
         cos_sv = F.cosine_similarity(sv_pooled, t_sv, dim=-1).mean() if sv_valid.shape[0] else cos_rs.new_zeros(())
         w = self.loss.cfg.distill_weight
-        metrics = {**metrics, "distill_rs": cos_rs.detach(), "distill_sv": cos_sv.detach()}
+        metrics = {**metrics, "distill_rs": (-w * cos_rs).detach(), "distill_sv": (-w * cos_sv).detach()}
+        metrics["loss"] = metrics["loss"] + metrics["distill_rs"] + metrics["distill_sv"]
         return total - w * (cos_rs + cos_sv), metrics

@@ -51,7 +51,7 @@ def build_engine(cfg: PretrainConfig) -> WorkerSetup:
     import ray.train
     import ray.train.torch
 
-    from gair.models.pretrain import GAIRPretrainModule
+    from gair.train.init import build_pretrain_module
 
     ctx = ray.train.get_context()
     if cfg.train.use_gpu:
@@ -61,9 +61,10 @@ def build_engine(cfg: PretrainConfig) -> WorkerSetup:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    module = GAIRPretrainModule(cfg.model, cfg.loss).to(device)
-    optimizer = build_optimizer(module, cfg.optim, fused=cfg.train.use_gpu)
-    schedule = build_lr_schedule(optimizer, cfg.optim, cfg.train.max_steps)
+    rank = ctx.get_world_rank()
+    module = build_pretrain_module(cfg, log=print if rank == 0 else lambda _: None).to(device)
+    optimizer = build_optimizer(module, cfg.optim, fused=cfg.train.use_gpu, peak_lr=cfg.peak_lr)
+    schedule = build_lr_schedule(optimizer, cfg.optim, cfg.train.max_steps, peak_lr=cfg.peak_lr)
     engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=schedule, config=build_deepspeed_config(cfg)
     )

@@ -24,27 +24,31 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(module: nn.Module, cfg: OptimConfig, *, fused: bool = False) -> torch.optim.AdamW:
+def build_optimizer(
+    module: nn.Module, cfg: OptimConfig, *, fused: bool = False, peak_lr: float | None = None
+) -> torch.optim.AdamW:
+    """AdamW at ``peak_lr`` (``PretrainConfig.peak_lr``: the base_lr rule or optim.lr; default optim.lr)."""
     kwargs = {"fused": True} if fused else {}
+    lr = cfg.lr if peak_lr is None else peak_lr
     return torch.optim.AdamW(
-        param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, **kwargs
+        param_groups(module, cfg.weight_decay), lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, **kwargs
     )
 
 
-def lr_factor(step: int, cfg: OptimConfig, max_steps: int) -> float:
-    """Multiplier of ``cfg.lr`` at optimizer step ``step``: linear warmup, then half-cycle cosine."""
+def lr_factor(step: int, cfg: OptimConfig, max_steps: int, peak_lr: float | None = None) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step``: linear warmup, then half-cycle cosine."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
     span = max(1, max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.min_lr / cfg.lr
+    floor = cfg.min_lr / (cfg.lr if peak_lr is None else peak_lr)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_lr_schedule(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int, peak_lr: float | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    fn: Callable[[int], float] = lambda step: lr_factor(step, cfg, max_steps)  # noqa: E731
+    fn: Callable[[int], float] = lambda step: lr_factor(step, cfg, max_steps, peak_lr)  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
