@@ -22,6 +22,28 @@ class DataConfig:
         True, help="Geometry-consistent RS crop/flip (query points move with it) and SV horizontal flip, training only."
     )
     crop_min_scale: float = field(0.7, help="Smallest RS crop side as a fraction of the tile side (augmentation).")
+    rs_flip: bool = field(
+        True, help="Random RS flips (query points move with them) when augmenting; the reference has none."
+    )
+    rs_color_jitter_p: float = field(
+        0.0,
+        help="Probability of ColorJitter(brightness, contrast = data.rs_color_jitter) on the three bands "
+        "data.rs_color_jitter_bands of a training RS tile (0 = off; the reference: 0.7).",
+    )
+    rs_color_jitter: tuple[float, float] = field((0.2, 0.2), help="RS colour jitter (brightness, contrast) strengths.")
+    rs_color_jitter_bands: tuple[str, str, str] = field(
+        ("B3", "B4", "B5"),
+        help="The three RS bands jittered together. The reference jitters indices (1, 2, 3) of its 10-band "
+        "tensor, which are B3, B4, B5 (its comment meant B2, B3, B4).",
+    )
+    sv_color_jitter_p: float = field(
+        0.0,
+        help="Probability of ColorJitter(data.sv_color_jitter) on a training street view, applied in [0, 1] "
+        "before normalization (0 = off; the reference: 0.3).",
+    )
+    sv_color_jitter: tuple[float, float, float, float] = field(
+        (0.1, 0.1, 0.1, 0.1), help="Street-view colour jitter (brightness, contrast, saturation, hue) strengths."
+    )
     max_bad_fraction: float = field(
         0.01, help="Stop with TooManyBadRowsError when more than this fraction of rows seen is unusable."
     )
@@ -56,6 +78,10 @@ class DataConfig:
             raise ValueError("extra_points must be >= 0")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if not (0.0 <= self.rs_color_jitter_p <= 1.0 and 0.0 <= self.sv_color_jitter_p <= 1.0):
+            raise ValueError("rs_color_jitter_p and sv_color_jitter_p must be in [0, 1]")
+        if any(v < 0 for v in (*self.rs_color_jitter, *self.sv_color_jitter)) or self.sv_color_jitter[3] > 0.5:
+            raise ValueError("colour jitter strengths must be >= 0 (hue <= 0.5)")
         if not 0.0 < self.crop_min_scale <= 1.0:
             raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
         if self.num_decode_workers < 1 or self.decode_batch_size < 1:

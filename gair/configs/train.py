@@ -156,6 +156,9 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.optim.min_lr > self.peak_lr:
             raise ValueError(f"optim.min_lr {self.optim.min_lr} exceeds the peak learning rate {self.peak_lr}")
+        unknown = [b for b in self.data.rs_color_jitter_bands if b not in self.model.rs_bands]
+        if self.data.rs_color_jitter_p > 0 and unknown:
+            raise ValueError(f"data.rs_color_jitter_bands {unknown} are not among model.rs_bands {self.model.rs_bands}")
         if self.loss.distill_weight > 0 and not self.model.sv_teacher:
             raise ValueError(
                 "loss.distill_weight > 0 needs model.sv_teacher (the frozen street-view teacher's weights)"

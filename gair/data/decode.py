@@ -10,6 +10,7 @@ A row that cannot become a training sample raises :class:`BadRowError` with one 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import math
@@ -70,6 +71,12 @@ class DecodeSpec:
     augment: bool = False
     crop_min_scale: float = 0.7
     sv_flip: bool = True
+    rs_flip: bool = True
+    rs_jitter_p: float = 0.0  # colour jitter (drawn last from the row generator, so earlier draws do not move)
+    rs_jitter: tuple[float, float] = (0.2, 0.2)
+    rs_jitter_bands: tuple[str, ...] = ("B3", "B4", "B5")
+    sv_jitter_p: float = 0.0
+    sv_jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.1)
     seed: int = 0
     epoch: int = 0
     s3: storage.S3Options = field(default_factory=storage.S3Options)
@@ -266,6 +273,8 @@ def decode_row(row: Mapping[str, Any], spec: DecodeSpec) -> dict[str, np.ndarray
         aug = transforms.sample_geometry_aug(
             rng, geo_info.width, geo_info.height, min_scale=spec.crop_min_scale, keep_xy=xy_all[chosen]
         )
+        if not spec.rs_flip:
+            aug = dataclasses.replace(aug, flip_x=False, flip_y=False)
     else:
         aug = transforms.GeometryAug(geo_info.width, geo_info.height)
     rs = transforms.resize_chw(transforms.normalize_s2(aug.apply(image), spec.bands), spec.rs_size)
@@ -284,10 +293,26 @@ def decode_row(row: Mapping[str, Any], spec: DecodeSpec) -> dict[str, np.ndarray
         xy[: len(chosen)] = aug.forward(xy_all[chosen])
 
     xy_extra, lonlat_extra = _extra_points(rng, spec.extra_points, aug, geo_info)
+    if spec.augment:
+        rs, sv = _color_jitter(rs, sv, mask, rng, spec)
     return {
         "rs": rs, "sv": sv, "sv_mask": mask, "lonlat": lonlat, "xy": xy,
         "xy_extra": xy_extra, "lonlat_extra": lonlat_extra,
     }  # fmt: skip
+
+
+def _color_jitter(
+    rs: np.ndarray, sv: np.ndarray, mask: np.ndarray, rng: np.random.Generator, spec: DecodeSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's colour jitter of the RS tile (three bands) and of each street view."""
+    if spec.rs_jitter_p > 0:
+        index = [spec.bands.index(b) for b in spec.rs_jitter_bands]  # checked by PretrainConfig.validate
+        b, c = spec.rs_jitter
+        rs = transforms.color_jitter_bands(rs, rng, index, brightness=b, contrast=c, p=spec.rs_jitter_p)
+    if spec.sv_jitter_p > 0:
+        for slot in np.flatnonzero(mask):
+            sv[slot] = transforms.color_jitter_sv(sv[slot], rng, spec.sv_jitter, p=spec.sv_jitter_p)
+    return rs, sv
 
 
 def _choose_observations(n: int, k: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -159,3 +159,65 @@ def normalize_sv(
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
     x = (x - m) / s
     return x * mask_BK[:, :, None, None, None].to(x.dtype)
+
+
+def color_jitter_bands(
+    image_CHW: np.ndarray,
+    rng: np.random.Generator,
+    band_index: Sequence[int],
+    *,
+    brightness: float,
+    contrast: float,
+    p: float,
+) -> np.ndarray:
+    """With probability ``p``, torchvision's ColorJitter(brightness, contrast) on three bands.
+
+    The reference's ``SentinelColorJitterTransform``: the bands ``band_index`` of an RS image
+    in [0, 1] are jittered together as one 3-channel image (contrast blends with its
+    grayscale mean), the other bands are untouched. Draws come from the row's ``rng``.
+    """
+    if p <= 0 or rng.random() >= p:
+        return image_CHW
+    if len(band_index) != 3:
+        raise ValueError(f"colour jitter needs exactly three bands, got {list(band_index)}")
+    out = np.array(image_CHW, dtype=np.float32, copy=True)
+    rgb = torch.from_numpy(out[list(band_index)])
+    out[list(band_index)] = _jitter(rgb, rng, brightness, contrast, 0.0, 0.0).numpy()
+    return out
+
+
+def color_jitter_sv(
+    image_HWC: np.ndarray, rng: np.random.Generator, strength: Sequence[float], *, p: float
+) -> np.ndarray:
+    """With probability ``p``, ColorJitter(brightness, contrast, saturation, hue = ``strength``) of a uint8 view.
+
+    The reference applies ``RandomApply([ColorJitter(0.1, 0.1, 0.1, 0.1)], p=0.3)``; here it
+    acts on the image in [0, 1] before the per-channel normalization (the reference's comes
+    after its normalization, where ColorJitter's clamp to [0, 1] would cut negative values).
+    """
+    if p <= 0 or rng.random() >= p:
+        return image_HWC
+    x = torch.from_numpy(np.ascontiguousarray(image_HWC)).permute(2, 0, 1).float().div_(255.0)
+    y = _jitter(x, rng, *strength)
+    return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _jitter(
+    x_3HW: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float, saturation: float, hue: float
+) -> torch.Tensor:
+    """torchvision ColorJitter's computation (random order, uniform factors) with numpy draws."""
+    from torchvision.transforms.v2 import functional as TF  # noqa: PLC0415  (deferred: optional at import)
+
+    ops = []
+    if brightness:
+        ops.append((TF.adjust_brightness, float(rng.uniform(max(0.0, 1 - brightness), 1 + brightness))))
+    if contrast:
+        ops.append((TF.adjust_contrast, float(rng.uniform(max(0.0, 1 - contrast), 1 + contrast))))
+    if saturation:
+        ops.append((TF.adjust_saturation, float(rng.uniform(max(0.0, 1 - saturation), 1 + saturation))))
+    if hue:
+        ops.append((TF.adjust_hue, float(rng.uniform(-hue, hue))))
+    for i in rng.permutation(len(ops)):
+        fn, factor = ops[i]
+        x_3HW = fn(x_3HW, factor)
+    return x_3HW

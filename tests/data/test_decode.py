@@ -85,3 +85,32 @@ def test_decode_real_sentinel2_tile(real_tiles) -> None:
     assert info.crs.startswith("EPSG:32")
     with rasterio.open(path) as src:
         np.testing.assert_array_equal(image, src.read())
+
+
+def test_color_jitter_is_seeded_per_row_and_touches_only_its_bands() -> None:
+    """The reference's colour jitter: RS on three bands (p 0.7), SV ColorJitter 0.1 x 4 (p 0.3)."""
+    row = good_row(obs=3)
+    plain = decode.decode_row(row, spec(augment=True))
+    jit = spec(augment=True, rs_jitter_p=1.0, rs_jitter_bands=("B3", "B4", "B11"), sv_jitter_p=1.0)
+    a, b = decode.decode_row(row, jit), decode.decode_row(row, jit)
+    for k in plain:  # drawn last: every earlier draw (crop, flips, points) is unchanged
+        if k not in ("rs", "sv"):
+            np.testing.assert_array_equal(a[k], plain[k])
+    np.testing.assert_array_equal(a["rs"], b["rs"])  # same (seed, epoch, tile): same jitter
+    changed = [not np.allclose(a["rs"][i], plain["rs"][i]) for i in range(len(TINY_BANDS))]
+    assert changed == [False, True, True, False, True]
+    assert a["rs"].min() >= 0.0 and a["rs"].max() <= 1.0
+    assert not np.array_equal(a["sv"][:3], plain["sv"][:3]) and not a["sv"][3].any()
+    other_epoch = decode.decode_row(row, DecodeSpec(**{**jit.__dict__, "epoch": 1}))
+    assert not np.array_equal(other_epoch["rs"], a["rs"])
+    # p = 0 and evaluation (augment off) leave the pixels alone.
+    off = decode.decode_row(row, spec(rs_jitter_p=1.0, sv_jitter_p=1.0, rs_jitter_bands=("B3", "B4", "B11")))
+    np.testing.assert_array_equal(off["rs"], decode.decode_row(row, spec())["rs"])
+
+
+def test_rs_flip_off_keeps_points_unflipped() -> None:
+    row = good_row(obs=3)
+    out = decode.decode_row(row, spec(augment=True, crop_min_scale=1.0, rs_flip=False))
+    ref = decode.decode_row(row, spec())
+    np.testing.assert_allclose(out["xy"], ref["xy"], atol=1e-6)
+    np.testing.assert_array_equal(out["rs"], ref["rs"])
