@@ -22,8 +22,9 @@ from gair.configs.eval import EvalConfig
 from gair.eval import image_probes, location, plots, report, retrieval
 from gair.eval.extract import ModelPayload
 from gair.eval.model_uri import ResolvedModel, resolve_model
-from gair.eval.tracking import fail_eval_run, finish_eval_run, resolve_tracking_uri, start_eval_run
 from gair.hub import load_preprocessing, load_pretrained
+from gair.tracking import RunHandle, closing_run, config_params, resolve_tracking_uri
+from gair.tracking.evaluation import link_source_run, start_eval_run
 
 
 @dataclass
@@ -37,7 +38,7 @@ class EvalOutcome:
 
 def run_evaluation(cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> EvalOutcome:
     """Evaluate ``cfg.model`` on every enabled task; returns the results and where they went."""
-    tracking_uri = resolve_tracking_uri(cfg)
+    tracking_uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     out_dir = Path(cfg.report.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gair-eval-model-") as tmp:
@@ -46,20 +47,35 @@ def run_evaluation(cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> Ev
         payload = ModelPayload.from_dir(resolved.local_dir)
         fill_preprocessing(cfg, load_preprocessing(resolved.local_dir))
     _log(stream, f"model {cfg.model} -> {model.cfg.size} GAIR (source run {resolved.run_id or '-'})")
-    run_id = start_eval_run(cfg, tracking_uri, resolved) if cfg.mlflow.enabled else None
-    try:
+    run = start_tracking(cfg, tracking_uri, resolved) if cfg.mlflow.enabled else None
+    with closing_run(run):
         results = run_tasks(cfg, model, payload, resolved, stream=stream)
         metrics = report.flat_metrics(results)
         write_outputs(cfg, results, metrics, out_dir)
-        if run_id:
-            finish_eval_run(tracking_uri, run_id, resolved, metrics, out_dir)
-            _log(stream, f"logged to MLflow run {run_id}")
-    except BaseException:
-        if run_id:
-            fail_eval_run(tracking_uri, run_id)
-        raise
+        if run is not None:
+            run.log_metrics(metrics)
+            run.log_artifacts(out_dir, "eval")
+    if run is not None:
+        if resolved.run_id:
+            link_source_run(run, resolved.run_id)
+        _log(stream, f"logged to MLflow run {run.run_id}")
     _log(stream, f"report: {out_dir / 'report.md'}")
-    return EvalOutcome(results, metrics, out_dir, run_id, resolved)
+    return EvalOutcome(results, metrics, out_dir, run.run_id if run is not None else None, resolved)
+
+
+def start_tracking(cfg: EvalConfig, tracking_uri: str, model: ResolvedModel) -> RunHandle:
+    """The evaluation run, tagged with (and nested under) the evaluated model's run."""
+    name = cfg.mlflow.run_name or "eval-" + (model.registered_name or model.run_id or Path(model.local_dir).name)
+    return start_eval_run(
+        tracking_uri,
+        name,
+        experiment=cfg.mlflow.experiment,
+        source_run_id=model.run_id,
+        source_experiment_id=model.experiment_id,
+        nest_under_source=cfg.mlflow.nest_under_source,
+        tags={**model.tags(), "gair.eval.tasks": ",".join(cfg.tasks)},
+        params=config_params(cfg),
+    )
 
 
 def fill_preprocessing(cfg: EvalConfig, trained_with: dict) -> None:

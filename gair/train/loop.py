@@ -16,6 +16,7 @@ import torch
 from gair.configs import from_dict
 from gair.configs.train import PretrainConfig
 from gair.distributed import all_true, build_deepspeed_config, mean_across_workers
+from gair.tracking import MetricsSink, RunHandle
 from gair.train import checkpoint
 from gair.train.faults import maybe_kill_worker
 from gair.train.optim import build_lr_schedule, build_optimizer
@@ -31,7 +32,7 @@ class WorkerSetup:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point for ``TorchTrainer``: ``loop_config`` = {"cfg": resolved config dict, "mlflow": ...}."""
+    """Entry point for ``TorchTrainer``: ``loop_config`` = {"cfg": resolved config dict, "mlflow": RunHandle | None}."""
     import ray.train
 
     cfg = from_dict(PretrainConfig, loop_config["cfg"])
@@ -82,12 +83,8 @@ def restore_latest(setup: WorkerSetup) -> checkpoint.TrainState:
         return checkpoint.restore(setup.engine, directory)
 
 
-def _metrics_sink(mlflow_info: dict[str, str] | None, rank: int) -> Any:
-    if rank != 0 or not mlflow_info:
-        return None
-    from gair.tracking import MetricsSink
-
-    return MetricsSink(mlflow_info["tracking_uri"], mlflow_info["run_id"])
+def _metrics_sink(run: RunHandle | None, rank: int) -> MetricsSink | None:
+    return MetricsSink(run) if rank == 0 and run is not None else None
 
 
 def train_steps(

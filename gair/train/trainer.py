@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gair import tracking
 from gair.configs import to_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
+from gair.tracking import RunHandle
 from gair.train.faults import FAULT_ENV
 
 
@@ -101,7 +103,8 @@ def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) ->
     )
 
 
-def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None, callbacks: list[Any] | None = None) -> Any:
+def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[Any] | None = None) -> Any:
+    """The TorchTrainer of ``cfg``; rank 0 of its workers logs metrics into ``run`` (None: no MLflow)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -115,7 +118,7 @@ def build_trainer(cfg: PretrainConfig, mlflow_info: dict[str, str] | None, callb
         datasets["val"] = build_dataset(cfg.data.val_manifest, cfg.data, cfg.model, train=False)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "mlflow": mlflow_info},
+        train_loop_config={"cfg": to_dict(cfg), "mlflow": run},
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
@@ -156,16 +159,10 @@ def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -
 
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
     """Train (or resume ``run.name``), export the weights, log and register them in MLflow."""
-    from gair import tracking
-
     cfg = prepare_data(resolve_paths(cfg))
-    tracking_uri = tracking.resolve_tracking_uri(cfg) if cfg.mlflow.enabled else ""
-    run_id = tracking.start_or_resume_run(cfg, tracking_uri) if cfg.mlflow.enabled else None
-    if run_id:
-        print(f"MLflow run {run_id} at {tracking.strip_credentials(tracking_uri)}")
-    mlflow_info = {"tracking_uri": tracking_uri, "run_id": run_id} if run_id else None
-    try:
-        result = build_trainer(cfg, mlflow_info).fit()
+    run = start_tracking(cfg)
+    with tracking.closing_run(run):
+        result = build_trainer(cfg, run).fit()
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
         with tempfile.TemporaryDirectory(prefix="gair-export-") as tmp:
@@ -173,16 +170,64 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
             metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
             steps = int(metrics.get("step", cfg.train.max_steps))
             model_uri = None
-            if run_id:
-                reg = tracking.log_final_artifacts(cfg, tracking_uri, run_id, tmp, final_metrics=metrics, steps=steps)
-                model_uri = reg["model_uri"]
-                print(f"registered {model_uri} (version {reg['version']})")
-    except BaseException:
-        if run_id:
-            tracking.end_run(tracking_uri, run_id, status="FAILED")
-        raise
-    if run_id:
-        tracking.end_run(tracking_uri, run_id)
+            if run is not None:
+                model_uri = log_and_register(cfg, run, tmp, metrics, steps)
+    run_id = run.run_id if run is not None else None
     out = PretrainResult(steps, metrics, checkpoint_uri(cfg, result.checkpoint), export_uri, run_id, model_uri)
     print(f"done: {out.steps} steps; checkpoint {out.checkpoint_uri}; export {out.export_uri}")
     return out
+
+
+def start_tracking(cfg: PretrainConfig) -> RunHandle | None:
+    """The MLflow run of ``run.name`` (resumed if it did not finish), or None with ``mlflow.enabled`` off."""
+    if not cfg.mlflow.enabled:
+        return None
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    run = tracking.start_or_resume_run(uri, cfg.mlflow.experiment, cfg.run.name, tracking.config_params(cfg))
+    print(f"MLflow run {run.run_id} at {run.server}")
+    return run
+
+
+def log_and_register(
+    cfg: PretrainConfig, run: RunHandle, export_dir: str, metrics: dict[str, float], steps: int
+) -> str:
+    """Config, model card, curves and weights to ``run``; the weights registered. Returns the model URI."""
+    card = model_card(cfg, metrics, run_id=run.run_id, steps=steps)
+    tracking.log_training_artifacts(run, export_dir, config=to_dict(cfg), model_card=card)
+    registered = tracking.register_model(
+        run, cfg.mlflow.registered_model, cfg.mlflow.alias, tags={"run_name": cfg.run.name}
+    )
+    print(f"registered {registered.uri} (version {registered.version})")
+    return registered.uri
+
+
+def model_card(cfg: PretrainConfig, final: dict[str, float], *, run_id: str, steps: int) -> str:
+    """MODEL_CARD.md of the exported model: data, batch, optimizer, inputs, final metrics, how to load."""
+    m = cfg.model
+    rows = "\n".join(f"| {k} | {v:.5g} |" for k, v in sorted(final.items()))
+    return f"""# GAIR ({m.size}) pretrained by `jobs/pretrain.py`
+
+- MLflow run: `{run_id}`, run name `{cfg.run.name}`, {steps} optimizer steps
+- Data: `{tracking.strip_credentials(cfg.data.train_manifest) or "synthetic"}`
+- Global batch: {cfg.global_batch_size} tiles ({cfg.train.num_workers} workers x {cfg.data.batch_size}
+  x {cfg.train.grad_accum_steps} accumulation), {cfg.data.obs_per_tile} street views and
+  {cfg.data.extra_points} extra query points per tile
+- Precision {cfg.train.precision}, DeepSpeed ZeRO stage {cfg.train.zero_stage}, AdamW lr {cfg.optim.lr}
+  (warmup {cfg.optim.warmup_steps}, {cfg.optim.schedule}), weight decay {cfg.optim.weight_decay}
+
+## Inputs
+- RS: {len(m.rs_bands)} bands `{", ".join(m.rs_bands)}`, {m.rs_image_size} px, patch {m.rs_patch_size}
+- Street view: RGB {m.sv_image_size} px, patch {m.sv_patch_size}
+- Locations: (lon, lat) degrees, WGS84
+
+## Final metrics (mean of the last logging interval)
+| metric | value |
+|---|---|
+{rows}
+
+## Load
+```python
+import mlflow, gair.hub
+model = gair.hub.load_pretrained(mlflow.artifacts.download_artifacts("models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}"))
+```
+"""

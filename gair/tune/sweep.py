@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gair import tracking
 from gair.configs import ConfigError, load_config, to_dict
 from gair.configs.train import PretrainConfig
 from gair.configs.tune import SweepConfig
 from gair.data import storage
+from gair.tracking import sweep as tracking_sweep
 from gair.tune import report, space
 from gair.tune.trial import TrialContext, run_trial
 
@@ -168,48 +170,44 @@ class _TrialLog:
 
 def run_sweep(sweep: SweepConfig) -> SweepResult:
     """Run (or resume) the sweep; returns its rows, best trial and output files."""
-    from gair import tracking
-    from gair.tune import tracking as sweep_tracking
-
     base_user, base = load_base(sweep)
     space.check_space(sweep, base_user)
     root = sweep_root(sweep, base)
     prepared = prepare_base(sweep, base, root)
     max_t = sweep.asha.max_t or base.train.max_steps
 
-    tracking_uri = tracking.resolve_tracking_uri(prepared) if prepared.mlflow.enabled else ""
-    parent_id = None
-    if tracking_uri:
-        parent_id = sweep_tracking.start_or_resume_parent(sweep, prepared, tracking_uri, prepared.mlflow.experiment)
-        print(f"MLflow parent run {parent_id} at {tracking.strip_credentials(tracking_uri)}", flush=True)
+    parent = start_sweep_tracking(sweep, prepared)
     context = TrialContext(
         base=to_dict(prepared),
         sweep_name=sweep.run.name,
         trials_storage=storage.join(root, sweep.run.name, "trials"),
-        tracking_uri=tracking_uri,
         experiment=prepared.mlflow.experiment,
-        parent_run_id=parent_id,
+        parent_run=parent,
     )
     # Reports without the metric (a checkpoint before the first validation) are fine: ASHA
     # skips them. And save the sweep state often: a killed driver loses at most that much.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
-    try:
+    with tracking.closing_run(parent, killed_on=(SweepInterrupted, KeyboardInterrupt)):
         tuner, resumed = build_or_restore_tuner(sweep, base, context, root, max_t)
         print(f"{'resuming' if resumed else 'starting'} sweep {sweep.run.name}: {tuner_path(sweep, root)}", flush=True)
         grid, interrupted = fit_noting_interrupt(tuner)
         if interrupted:
             raise SweepInterrupted(f"sweep {sweep.run.name} was interrupted; rerun the same command to resume it")
         rows = report.rows_from_results(grid, sweep.search.metric, sweep.search.mode, max_t)
-        result = finish(sweep, rows, base_user, root, tracking_uri, parent_id, prepared.mlflow.experiment)
-    except BaseException as exc:
-        if parent_id:
-            interrupted = isinstance(exc, (SweepInterrupted, KeyboardInterrupt))
-            sweep_tracking.end_parent(tracking_uri, parent_id, status="KILLED" if interrupted else "FAILED")
-        raise
-    if parent_id:
-        sweep_tracking.end_parent(tracking_uri, parent_id)
-    return result
+        return finish(sweep, rows, base_user, root, parent, prepared.mlflow.experiment)
+
+
+def start_sweep_tracking(sweep: SweepConfig, prepared: PretrainConfig) -> tracking.RunHandle | None:
+    """The sweep's parent MLflow run (resumed if it did not finish); None with ``mlflow.enabled`` off."""
+    if not prepared.mlflow.enabled:
+        return None
+    uri = tracking.resolve_tracking_uri(prepared.mlflow.tracking_uri)
+    params = {f"sweep.{k}": v for k, v in tracking.config_params(sweep).items()}
+    params.update({f"base.{k}": v for k, v in tracking.config_params(prepared).items()})
+    parent = tracking_sweep.start_or_resume_sweep_run(uri, prepared.mlflow.experiment, sweep.run.name, params)
+    print(f"MLflow parent run {parent.run_id} at {parent.server}", flush=True)
+    return parent
 
 
 def fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
@@ -275,20 +273,17 @@ def finish(
     rows: list[report.TrialRow],
     base_user: dict[str, Any],
     root: str,
-    tracking_uri: str,
-    parent_id: str | None,
+    parent: tracking.RunHandle | None,
     experiment: str,
 ) -> SweepResult:
     """Close the child runs, write the outputs, copy them to storage and log them to the parent run."""
-    from gair.tune import tracking as sweep_tracking
-
-    if tracking_uri:
-        children = sweep_tracking.child_runs(tracking_uri, experiment, sweep.run.name)
+    if parent is not None:
+        children = tracking_sweep.trial_runs(parent.tracking_uri, experiment, sweep.run.name)
         for row in rows:
             child = children.get(row.trial_id)
             if child is not None:
-                row.mlflow_run_id = child.info.run_id
-                sweep_tracking.close_child(tracking_uri, child.info.run_id, row.status, row.last)
+                row.mlflow_run_id = child.run_id
+                tracking_sweep.close_trial_run(child, row.status, row.last)
     dims = sweep.space.dimensions()
     out_dir = Path(sweep.run.output_dir or Path("runs") / sweep.run.name).resolve()
     files, best, printed = report.write_outputs(
@@ -305,12 +300,15 @@ def finish(
     if best is not None:
         print(f"best trial {best.trial_id}: {best.params} -> {out_dir / 'best_config.yaml'}", flush=True)
     copy_outputs(files, storage.join(root, sweep.run.name, "output"))
-    if parent_id:
+    if parent is not None:
+        for path in files:
+            parent.log_artifact(path)
         metrics = {f"best_{sweep.search.metric}": best.last[sweep.search.metric]} if best else {}
         stopped = sum(r.status == "stopped_early" for r in rows)
         metrics.update(trials=len(rows), trials_stopped_early=stopped)
-        tags = {"gair.tune.best_trial": best.trial_id} if best else {}
-        sweep_tracking.log_parent_outputs(tracking_uri, parent_id, files, metrics, tags)
+        parent.log_metrics(metrics)
+        parent.set_tags({"gair.tune.best_trial": best.trial_id} if best else {})
+    parent_id = parent.run_id if parent is not None else None
     return SweepResult(rows, best, files, printed, parent_id, tuner_path(sweep, root))
 
 

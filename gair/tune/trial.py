@@ -17,6 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gair.tracking import RunHandle, closing_run, config_params
+from gair.tracking.sweep import start_or_resume_trial_run, trial_outcome_tags
 from gair.tune.space import apply_trial
 
 
@@ -27,9 +29,8 @@ class TrialContext:
     base: dict[str, Any]  # resolved PretrainConfig dict (data prepared, paths absolute)
     sweep_name: str
     trials_storage: str  # run.storage_path of the trials' Train runs
-    tracking_uri: str  # "" = no MLflow
     experiment: str
-    parent_run_id: str | None
+    parent_run: RunHandle | None  # the sweep's MLflow run; None = no MLflow
 
 
 def trial_run_name(sweep_name: str, trial_id: str) -> str:
@@ -42,25 +43,19 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from gair.train.trainer import build_trainer
-    from gair.tune import tracking
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = apply_trial(context.base, config)
     name = trial_run_name(context.sweep_name, trial_id)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name, storage_path=context.trials_storage))
-    run_id = None
-    if context.tracking_uri and context.parent_run_id:
-        run_id = tracking.start_or_resume_child(
-            context.tracking_uri, context.experiment, context.parent_run_id, context.sweep_name, trial_id, name, cfg
+    run = None
+    if context.parent_run is not None:
+        run = start_or_resume_trial_run(
+            context.parent_run, context.experiment, context.sweep_name, trial_id, name, config_params(cfg)
         )
-    mlflow_info = {"tracking_uri": context.tracking_uri, "run_id": run_id} if run_id else None
     print(f"trial {trial_id}: {config} -> Train run {name}", flush=True)
-    try:
-        result = build_trainer(cfg, mlflow_info, callbacks=[TuneReportCallback()]).fit()
-    except BaseException:
-        if run_id:
-            tracking.close_child(context.tracking_uri, run_id, "error", {})
-        raise
-    if run_id:
-        last = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-        tracking.close_child(context.tracking_uri, run_id, "completed", last)
+    with closing_run(run, failure_tags=trial_outcome_tags("error", {})):
+        result = build_trainer(cfg, run, callbacks=[TuneReportCallback()]).fit()
+        if run is not None:
+            last = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+            run.set_tags(trial_outcome_tags("completed", last))

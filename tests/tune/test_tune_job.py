@@ -144,7 +144,7 @@ def test_sweep_ran_every_trial_and_asha_stopped_some(sweep):
 def test_resume_did_not_rerun_finished_trials(sweep):
     from mlflow.tracking import MlflowClient
 
-    from gair.tune.tracking import STARTS_TAG, TRIAL_TAG
+    from gair.tracking.sweep import STARTS_TAG, TRIAL_TAG
 
     first_done = set(sweep["finished_first"])
     assert len(first_done) >= 3
