@@ -138,7 +138,6 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     """Per-worker function: the job's engine and loop fed from memory, interleaved with the plain loop."""
     import ray.train
 
-    import gair.data.pipeline as pipeline
     from gair.configs import from_dict
     from gair.train import checkpoint, loop
 
@@ -148,11 +147,10 @@ def ray_train_worker(loop_config: dict[str, Any]) -> None:
     plain_step = build_plain_step(cfg, device)  # before DeepSpeed touches anything
     setup = loop.build_engine(cfg)
     batches = InterleavedBatches(random_batch(cfg, setup.device), plain_step, setup.device)
-    # train_steps imports iter_training_batches when called: hand it the in-memory batches.
-    pipeline.iter_training_batches = lambda *args, **kwargs: batches
-    # Step throughput only: no checkpoint after the last step.
-    checkpoint.report_with_checkpoint = lambda *args, **kwargs: None
-    loop.train_steps(cfg, setup, checkpoint.TrainState(), None, None)
+    # The in-memory batches as every epoch's batches; step throughput only: no checkpoint reports.
+    loop.train_steps(
+        cfg, setup, checkpoint.TrainState(), lambda epoch, skip: batches, report=lambda state, metrics, ckpt: None
+    )
     # The Ray here is local (start_local_ray): the worker shares the driver's file system.
     if ray.train.get_context().get_world_rank() == 0:
         result = {

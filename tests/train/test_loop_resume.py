@@ -17,8 +17,10 @@ class _Engine:
 
     def __init__(self) -> None:
         self.steps = 0
+        self.seen: list[dict] = []
 
     def __call__(self, batch):
+        self.seen.append(batch)
         return torch.tensor(1.0), {}
 
     def backward(self, loss) -> None:
@@ -31,17 +33,22 @@ class _Engine:
         return [0.1]
 
 
-@pytest.fixture
-def saved(monkeypatch):
-    saved: list[checkpoint.TrainState] = []
-    batches = lambda shard, *a, skip_batches=0, **k: iter([{"i": i} for i in range(skip_batches, BATCHES_PER_EPOCH)])  # noqa: E731
-    monkeypatch.setattr("gair.data.pipeline.iter_training_batches", batches)
-    monkeypatch.setattr(
-        checkpoint,
-        "report_with_checkpoint",
-        lambda engine, state, metrics, rank: saved.append(checkpoint.TrainState(**vars(state))),
-    )
-    return saved
+def batches_for_epoch(epoch: int, skip_batches: int):
+    return iter([{"epoch": epoch, "i": i} for i in range(skip_batches, BATCHES_PER_EPOCH)])
+
+
+class _Reports:
+    """The loop's reports: a copy of the state at each checkpoint, and the metrics-only ones."""
+
+    def __init__(self) -> None:
+        self.saved: list[checkpoint.TrainState] = []
+        self.metrics_only: list[tuple[int, dict]] = []
+
+    def __call__(self, state, metrics, with_checkpoint) -> None:
+        if with_checkpoint:
+            self.saved.append(checkpoint.TrainState(**vars(state)))
+        else:
+            self.metrics_only.append((state.step, metrics))
 
 
 def _cfg(**overrides: str) -> PretrainConfig:
@@ -50,32 +57,59 @@ def _cfg(**overrides: str) -> PretrainConfig:
     return load_config(PretrainConfig, None, [f"{k}={v}" for k, v in keys.items()])
 
 
-def test_resume_from_a_checkpoint_at_the_end_of_an_epoch(saved):
+def _run(cfg, state, engine=None, source=batches_for_epoch, **kw) -> _Reports:
+    reports = _Reports()
+    setup = loop.WorkerSetup(engine or _Engine(), torch.device("cpu"), 0, 1)
+    loop.train_steps(cfg, setup, state, source, report=reports, **kw)
+    return reports
+
+
+def test_resume_from_a_checkpoint_at_the_end_of_an_epoch():
     """A checkpoint right after an epoch's last batch resumes into the next epoch (used to raise)."""
     cfg = _cfg()
-    loop.train_steps(cfg, loop.WorkerSetup(_Engine(), torch.device("cpu"), 0, 1), checkpoint.TrainState(), None, None)
-    first = saved[0]
+    first = _run(cfg, checkpoint.TrainState()).saved[0]
     assert (first.step, first.epoch, first.batches_in_epoch) == (3, 0, 3)
     engine = _Engine()
     resumed = checkpoint.TrainState(**vars(first))
-    loop.train_steps(cfg, loop.WorkerSetup(engine, torch.device("cpu"), 0, 1), resumed, None, None)
+    _run(cfg, resumed, engine)
     assert resumed.step == 6 and resumed.epoch == 1 and engine.steps == 3
 
 
-def test_resume_mid_epoch_skips_the_consumed_batches(saved):
+def test_resume_mid_epoch_skips_the_consumed_batches():
     cfg = _cfg(**{"train.checkpoint_every": "2"})
-    loop.train_steps(cfg, loop.WorkerSetup(_Engine(), torch.device("cpu"), 0, 1), checkpoint.TrainState(), None, None)
-    first = saved[0]
+    first = _run(cfg, checkpoint.TrainState()).saved[0]
     assert (first.step, first.epoch, first.batches_in_epoch) == (2, 0, 2)
     engine = _Engine()
     resumed = checkpoint.TrainState(**vars(first))
-    loop.train_steps(cfg, loop.WorkerSetup(engine, torch.device("cpu"), 0, 1), resumed, None, None)
+    _run(cfg, resumed, engine)
     assert resumed.step == 6 and engine.steps == 4
+    assert engine.seen[0] == {"epoch": 0, "i": 2}  # the batch after the checkpoint's, not the epoch's first
 
 
-def test_an_empty_shard_is_a_clear_error(saved, monkeypatch):
-    monkeypatch.setattr("gair.data.pipeline.iter_training_batches", lambda *a, **k: iter([]))
+def test_an_empty_shard_is_a_clear_error():
     with pytest.raises(RuntimeError, match="gave no batch"):
-        loop.train_steps(
-            _cfg(), loop.WorkerSetup(_Engine(), torch.device("cpu"), 0, 1), checkpoint.TrainState(), None, None
-        )
+        _run(_cfg(), checkpoint.TrainState(), source=lambda epoch, skip: iter([]))
+
+
+def test_gradient_accumulation_spans_epochs_and_counts_samples():
+    cfg = _cfg(**{"train.max_steps": "2", "train.grad_accum_steps": "2", "train.checkpoint_every": "1"})
+    engine = _Engine()
+    reports = _run(cfg, checkpoint.TrainState(), engine)
+    assert engine.steps == 4  # engine.step() after every micro-batch
+    assert [(s.step, s.epoch, s.batches_in_epoch) for s in reports.saved] == [(1, 0, 2), (2, 1, 1)]
+    assert reports.saved[-1].samples_seen == 4 * cfg.data.batch_size
+    assert [(b["epoch"], b["i"]) for b in engine.seen] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+def test_validation_cadence_and_reports():
+    cfg = _cfg(**{"train.max_steps": "4", "train.val_every": "2", "train.checkpoint_every": "4"})
+    calls = []
+
+    def validate():
+        calls.append(len(calls))
+        return {"val_loss": float(len(calls))}
+
+    reports = _run(cfg, checkpoint.TrainState(), validate=validate)
+    assert len(calls) == 2  # at step 2 and at the last step (4)
+    assert reports.metrics_only == [(2, {"val_loss": 1.0})]  # step 2: no checkpoint, metrics only
+    assert [s.step for s in reports.saved] == [4]
