@@ -22,13 +22,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from gair import geo
 from gair.data import decode, schema, storage
 from gair.data.decode import BadRowError, Reason
 from gair.sensors import S2_BANDS_10, S2_BANDS_12, S2_BANDS_13
@@ -550,8 +548,3 @@ class Progress:
     def done(self, note: str = "") -> None:
         if self.stream is not None:
             self._print("done: " + note)
-
-
-def lonlat_inside(lonlat: np.ndarray, info: decode.GeoInfo) -> np.ndarray:
-    """Mask of (lon, lat) points inside a tile (helper for builders and tests)."""
-    return geo.inside(geo.lonlat_to_xy(lonlat, info.crs, info.transform, info.width, info.height))

@@ -100,12 +100,6 @@ def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
         f.write(data)
 
 
-def ensure_dir(uri: str, s3: S3Options | None = None) -> None:
-    """Create a directory (a no-op prefix on object stores)."""
-    fs, path = resolve(uri, s3)
-    fs.create_dir(path, recursive=True)
-
-
 def list_parquet(uri: str, s3: S3Options | None = None) -> list[str]:
     """Sorted paths (inside the filesystem) of the Parquet files of a manifest directory or file."""
     fs, path = resolve(uri, s3)

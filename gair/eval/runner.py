@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import ray
+
 from gair.configs import to_dict
 from gair.configs.data import DataConfig
 from gair.configs.eval import EvalConfig
@@ -98,8 +100,6 @@ def run_tasks(
     res = report.EvalResults(cfg.model, desc)
     payload_ref = None
     if cfg.retrieval.enabled or cfg.rs_probe.enabled or cfg.sv_probe.enabled:
-        import ray
-
         payload_ref = ray.put(payload)  # once: every actor of every task reads the same copy
     if cfg.retrieval.enabled:
         start = time.monotonic()

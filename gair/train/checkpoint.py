@@ -74,12 +74,3 @@ def report_with_checkpoint(engine: Any, state: TrainState, metrics: dict[str, fl
     ray.train.get_all_reported_checkpoints(
         consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=300
     )
-
-
-def checkpoint_tag(directory: str | Path) -> str:
-    return read_state(directory).tag
-
-
-def list_files(directory: str | Path) -> list[str]:
-    root = Path(directory)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

@@ -12,13 +12,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from gair import tracking
 from gair.configs import to_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
+from gair.data.pipeline import build_dataset
 from gair.tracking import RunHandle
+from gair.train.export import export_checkpoint
 from gair.train.faults import FAULT_ENV
+from gair.train.loop import train_loop_per_worker
 
 
 @dataclass
@@ -84,8 +92,6 @@ def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) ->
 
     ``callbacks``: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
     """
-    import ray.train
-
     fs, path = (
         storage.resolve(cfg.run.storage_path)
         if storage.is_remote(cfg.run.storage_path)
@@ -105,12 +111,6 @@ def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) ->
 
 def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[Any] | None = None) -> Any:
     """The TorchTrainer of ``cfg``; rank 0 of its workers logs metrics into ``run`` (None: no MLflow)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from gair.data.pipeline import build_dataset
-    from gair.train.loop import train_loop_per_worker
-
     datasets = {"train": build_dataset(cfg.data.train_manifest, cfg.data, cfg.model, train=True)}
     if cfg.train.val_every:
         if not cfg.data.val_manifest:
@@ -131,8 +131,13 @@ def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[An
 
 
 def checkpoint_uri(cfg: PretrainConfig, checkpoint: Any) -> str:
+    """The checkpoint's URI: Ray gives a path inside the storage filesystem, which loses the
+    scheme of a remote ``run.storage_path`` (``s3://``, ``gs://``); put it back."""
     path = checkpoint.path
-    return f"s3://{path}" if storage.is_remote(cfg.run.storage_path) and not storage.is_remote(path) else path
+    if storage.is_remote(cfg.run.storage_path) and not storage.is_remote(path):
+        scheme = urlparse(cfg.run.storage_path).scheme
+        return f"{scheme}://{path.lstrip('/')}"
+    return path
 
 
 def preprocessing(cfg: PretrainConfig) -> dict[str, list[float]]:
@@ -142,10 +147,6 @@ def preprocessing(cfg: PretrainConfig) -> dict[str, list[float]]:
 
 def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -> str:
     """Consolidate the final checkpoint to ``local_dir`` and copy it to ``<storage>/<name>/export``."""
-    import pyarrow.fs as pafs
-
-    from gair.train.export import export_checkpoint
-
     with checkpoint.as_directory() as ckpt_dir:
         export_checkpoint(
             ckpt_dir, cfg.model, local_dir, extra={"run_name": cfg.run.name, "preprocessing": preprocessing(cfg)}

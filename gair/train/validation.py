@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from gair.configs.train import PretrainConfig
+from gair.data.pipeline import iter_training_batches
 from gair.distributed import all_true
 from gair.metrics import retrieval_ranks, summarize_ranks
 
@@ -37,8 +38,6 @@ PREFIX = "val_"
 
 def run_validation(cfg: PretrainConfig, engine: Any, shard: Any, device: torch.device) -> dict[str, float]:
     """One pass over this worker's validation shard; the same metrics are returned on every rank."""
-    from gair.data.pipeline import iter_training_batches
-
     module = engine.module
     was_training = module.training
     module.eval()

@@ -5,9 +5,10 @@
 - ``trial``: the per-trial driver function (builds and fits the ``TorchTrainer``).
 - ``sweep``: the Tuner (searcher, ASHA, concurrency), resume, and the sweep's outputs.
 - ``report``: results table, best config YAML, plots.
-- ``tracking``: the MLflow parent run and one child run per trial.
 
-Ray, DeepSpeed and MLflow are imported inside functions.
+The MLflow parent run and the trials' child runs are ``gair.tracking.sweep``. The sweep
+and trial modules import Ray at the top (they run only with Ray); MLflow is imported
+inside ``gair.tracking`` when a run is logged.
 """
 
 from gair.tune.sweep import SweepResult, run_sweep

@@ -11,9 +11,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
 
 from gair import tracking
 from gair.configs import ConfigError, load_config, to_dict
@@ -21,6 +29,7 @@ from gair.configs.train import PretrainConfig
 from gair.configs.tune import SweepConfig
 from gair.data import storage
 from gair.tracking import sweep as tracking_sweep
+from gair.train.trainer import prepare_data, resolve_paths
 from gair.tune import report, space
 from gair.tune.trial import TrialContext, run_trial
 
@@ -62,8 +71,6 @@ def sweep_root(sweep: SweepConfig, base: PretrainConfig) -> str:
 
 def prepare_base(sweep: SweepConfig, base: PretrainConfig, root: str) -> PretrainConfig:
     """Paths absolute, data prepared once for all trials (synthetic data with the most observations)."""
-    from gair.train.trainer import prepare_data, resolve_paths
-
     resolved = resolve_paths(base)
     k_max = space.max_value(sweep, "data.obs_per_tile", resolved.data.obs_per_tile)
     prepared = prepare_data(dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, obs_per_tile=k_max)))
@@ -78,8 +85,6 @@ def derive_concurrency(sweep: SweepConfig, base: PretrainConfig) -> int:
     """Trials at once: as many as the cluster's CPUs (and GPUs) hold, unless configured."""
     if sweep.resources.max_concurrent_trials:
         return sweep.resources.max_concurrent_trials
-    import ray
-
     total = ray.cluster_resources()
     t, d = base.train, base.data
     # Workers, decode tasks, and the 1-CPU file listing/reading tasks of Ray Data.
@@ -96,9 +101,6 @@ def derive_concurrency(sweep: SweepConfig, base: PretrainConfig) -> int:
 
 
 def build_tune_config(sweep: SweepConfig, max_t: int, concurrency: int) -> Any:
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     s, a = sweep.search, sweep.asha
     scheduler = (
         # stop_last_trials=False: a trial reaching max_t ends by itself (its trainer saves the
@@ -115,12 +117,8 @@ def build_tune_config(sweep: SweepConfig, max_t: int, concurrency: int) -> Any:
     )
     search_alg = None
     if s.searcher == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
         search_alg = BasicVariantGenerator(random_state=s.seed)
     elif s.searcher == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
         search_alg = OptunaSearch(seed=s.seed)
     return tune.TuneConfig(
         metric=s.metric,
@@ -141,31 +139,27 @@ def build_trainable(sweep: SweepConfig, context: TrialContext) -> Any:
     Tune needs a non-empty request per trial; with ``resources.trial_cpus: 0`` a small
     memory reservation stands in, so whole CPUs stay free for Ray Data's 1-CPU read tasks.
     """
-    from ray import tune
-
     cpus = sweep.resources.trial_cpus
     resources = {"CPU": cpus} if cpus > 0 else {"CPU": 0, "memory": TRIAL_MEMORY_BYTES}
     return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
 
 
-class _TrialLog:
+class TrialLog(tune.Callback):
     """Tune callback printing one line per finished trial (a resumed sweep skips those)."""
 
-    def __new__(cls, metric: str) -> Any:
-        from ray.tune import Callback
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
 
-        class TrialLog(Callback):
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                last = trial.last_result or {}
-                print(
-                    f"[sweep] trial {trial.trial_id} finished at step {last.get('step')}: {metric}={last.get(metric)}",
-                    flush=True,
-                )
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        print(
+            f"[sweep] trial {trial.trial_id} finished at step {last.get('step')}: "
+            f"{self.metric}={last.get(self.metric)}",
+            flush=True,
+        )
 
-            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                print(f"[sweep] trial {trial.trial_id} failed", flush=True)
-
-        return TrialLog()
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"[sweep] trial {trial.trial_id} failed", flush=True)
 
 
 def run_sweep(sweep: SweepConfig) -> SweepResult:
@@ -217,9 +211,6 @@ def fit_noting_interrupt(tuner: Any) -> tuple[Any, bool]:
     look finished). Its handler puts back the handler it replaced, so ours being back in
     place afterwards tells that it fired.
     """
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER"):
         return tuner.fit(), False
 
@@ -242,8 +233,6 @@ def build_or_restore_tuner(
     sweep: SweepConfig, base: PretrainConfig, context: TrialContext, root: str, max_t: int
 ) -> tuple[Any, bool]:
     """A new Tuner, or the interrupted one of the same name and storage (finished trials kept)."""
-    from ray import tune
-
     trainable = build_trainable(sweep, context)
     path = tuner_path(sweep, root)
     fs, fs_path = storage.resolve(path) if storage.is_remote(path) else (None, path)
@@ -256,7 +245,7 @@ def build_or_restore_tuner(
         name="tune",
         storage_path=parent_path,
         storage_filesystem=parent_fs,
-        callbacks=[_TrialLog(sweep.search.metric)],
+        callbacks=[TrialLog(sweep.search.metric)],
         failure_config=tune.FailureConfig(max_failures=0),
     )
     tuner = tune.Tuner(

@@ -17,8 +17,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from gair.tracking import RunHandle, closing_run, config_params
 from gair.tracking.sweep import start_or_resume_trial_run, trial_outcome_tags
+from gair.train.trainer import build_trainer
 from gair.tune.space import apply_trial
 
 
@@ -39,11 +43,6 @@ def trial_run_name(sweep_name: str, trial_id: str) -> str:
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable: train one configuration, metrics reported through the callback."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from gair.train.trainer import build_trainer
-
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = apply_trial(context.base, config)
     name = trial_run_name(context.sweep_name, trial_id)
