@@ -6,10 +6,22 @@ S3 goes through s3fs (botocore) and is configured the standard way: ``AWS_ENDPOI
 config (:class:`S3Options`); credentials only ever come from the environment (or the
 instance's role) and are never logged: :class:`S3Options` holds no secrets, so its repr
 is safe to print.
+
+Failure behaviour (S3 and ``gs://``):
+
+- every request has a connect and a read timeout, and botocore retries with backoff
+  (``S3Options.connect_timeout_s``, ``read_timeout_s``, ``max_attempts``);
+- an endpoint that refuses or does not answer is retried for ``S3Options.retry_time_limit_s``
+  seconds in all, then raises :class:`StorageUnavailableError` (a ``ConnectionError``, which
+  retry loops and Ray treat as transient) naming the endpoint -- never ``FileNotFoundError``,
+  which stays reserved for objects that are absent;
+- buckets are never created: writing under a bucket that does not exist raises
+  :class:`BucketNotFoundError` saying so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import posixpath
@@ -19,18 +31,33 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 
+class StorageUnavailableError(ConnectionError):
+    """The storage endpoint could not be reached within the retry budget (transient: retry later)."""
+
+
+class BucketNotFoundError(FileNotFoundError):
+    """The bucket of an ``s3://`` URI does not exist (gair never creates buckets)."""
+
+
 @dataclass(frozen=True)
 class S3Options:
-    """Where the S3-compatible service is; empty fields fall back to the environment."""
+    """Where the S3-compatible service is, and how long to wait for it.
+
+    Empty ``endpoint_url``/``region`` fall back to the environment.
+    """
 
     endpoint_url: str = ""
     region: str = ""
+    connect_timeout_s: float = 5.0  # per connection attempt
+    read_timeout_s: float = 60.0  # per socket read (a silent endpoint fails after this, then is retried)
+    max_attempts: int = 3  # botocore attempts per request (standard retry mode: backoff with jitter)
+    retry_time_limit_s: float = 60.0  # total time a request retries an unreachable endpoint
 
     def resolved(self) -> S3Options:
         """Fill empty fields from the environment *now* (so a Ray worker gets the driver's view)."""
         endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return S3Options(endpoint, region)
+        return dataclasses.replace(self, endpoint_url=endpoint, region=region)
 
 
 def is_remote(uri: str) -> bool:
@@ -40,7 +67,7 @@ def is_remote(uri: str) -> bool:
 
 
 @functools.lru_cache(maxsize=16)
-def _s3_filesystem(endpoint_url: str, region: str, pid: int) -> pafs.FileSystem:
+def _s3_filesystem(opts: S3Options, pid: int) -> pafs.FileSystem:
     """s3fs behind pyarrow's filesystem interface, one per process and endpoint.
 
     s3fs rather than pyarrow's native S3FileSystem: the latter's multipart upload
@@ -48,13 +75,29 @@ def _s3_filesystem(endpoint_url: str, region: str, pid: int) -> pafs.FileSystem:
     and s3fs writes small objects with a single PUT. Credentials come from botocore's
     usual chain (environment, config files, instance role); nothing here sees them.
     """
-    import s3fs
+    from gair.data._s3 import GairS3FileSystem, StrictFSSpecHandler
 
     del pid  # part of the cache key only: an s3fs client must not cross a fork (DataLoader workers)
-    kwargs: dict = {"client_kwargs": {"region_name": region}, "skip_instance_cache": True}
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-    return pafs.PyFileSystem(pafs.FSSpecHandler(s3fs.S3FileSystem(**kwargs)))
+    kwargs: dict = {
+        "client_kwargs": {"region_name": opts.region},
+        "skip_instance_cache": True,
+        "config_kwargs": {
+            "connect_timeout": opts.connect_timeout_s,
+            "read_timeout": opts.read_timeout_s,
+            "retries": {"max_attempts": opts.max_attempts, "mode": "standard"},
+        },
+        "retry_time_limit_s": opts.retry_time_limit_s,
+    }
+    if opts.endpoint_url:
+        kwargs["endpoint_url"] = opts.endpoint_url
+    return pafs.PyFileSystem(StrictFSSpecHandler(GairS3FileSystem(**kwargs)))
+
+
+def _gcs_filesystem(retry_time_limit_s: float) -> pafs.FileSystem:
+    """pyarrow's GCS client, retrying transient errors for ``retry_time_limit_s`` seconds."""
+    import datetime
+
+    return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=retry_time_limit_s))
 
 
 def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
@@ -62,7 +105,9 @@ def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str
     parsed = urlparse(uri)
     if parsed.scheme in ("s3", "s3a"):
         opts = (s3 or S3Options()).resolved()
-        return _s3_filesystem(opts.endpoint_url, opts.region, os.getpid()), parsed.netloc + parsed.path
+        return _s3_filesystem(opts, os.getpid()), parsed.netloc + parsed.path
+    if parsed.scheme in ("gs", "gcs"):
+        return _gcs_filesystem((s3 or S3Options()).retry_time_limit_s), parsed.netloc + parsed.path
     if parsed.scheme == "file":
         return pafs.LocalFileSystem(), parsed.path
     if is_remote(uri):
@@ -78,7 +123,8 @@ def join(base: str, *parts: str) -> str:
 
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
-    """The whole content of ``uri``; raises FileNotFoundError when it is not there."""
+    """The whole content of ``uri``; raises FileNotFoundError when it is not there (and
+    :class:`StorageUnavailableError` when the endpoint cannot be reached)."""
     fs, path = resolve(uri, s3)
     try:
         with fs.open_input_stream(path) as f:
@@ -98,6 +144,18 @@ def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:
     fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)
+
+
+def delete(uri: str, s3: S3Options | None = None) -> None:
+    """Delete one file or object."""
+    fs, path = resolve(uri, s3)
+    fs.delete_file(path)
+
+
+def ensure_dir(uri: str, s3: S3Options | None = None) -> None:
+    """Create a directory (a no-op prefix on object stores)."""
+    fs, path = resolve(uri, s3)
+    fs.create_dir(path, recursive=True)
 
 
 def list_parquet(uri: str, s3: S3Options | None = None) -> list[str]:
