@@ -6,6 +6,9 @@ Accepted forms:
 - ``runs:/RUN_ID/PATH``: an artifact directory of a run (``runs:/<id>/model``);
 - a local directory holding ``model.safetensors`` + ``config.json`` (or a ``file://`` URI).
 
+Each may also be the MLflow pyfunc model directory that ``gair.serving.pyfunc`` logs
+(``MLmodel`` + ``artifacts/gair_export``): ``local_dir`` is then the export inside it.
+
 Each is checked against the registry / run first, so a URI that does not exist fails with
 a message naming what is missing (and what exists), not a stack trace from deep inside
 MLflow's artifact repository.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gair.hub import CONFIG_NAME, WEIGHTS_NAME
+from gair.hub import CONFIG_NAME, WEIGHTS_NAME, export_dir
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -66,7 +69,7 @@ def resolve_model(uri: str, tracking_uri: str | None = None, dst_dir: str | Path
     if parsed.scheme in ("", "file"):
         path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
         check_export_dir(path, uri)
-        return ResolvedModel(uri, str(path.resolve()))
+        return ResolvedModel(uri, str(export_dir(path).resolve()))
     raise ModelNotFoundError(
         f"model URI {uri!r} is not supported: use models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH "
         "or a local export directory"
@@ -77,6 +80,7 @@ def check_export_dir(path: str | Path, uri: str) -> None:
     path = Path(path)
     if not path.is_dir():
         raise ModelNotFoundError(f"model {uri!r}: local directory {path} does not exist")
+    path = export_dir(path)
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if not (path / n).is_file()]
     if missing:
         present = sorted(p.name for p in path.iterdir())[:10]
@@ -163,7 +167,7 @@ def _resolve_run(uri: str, tracking_uri: str | None, dst_dir: str | Path | None)
         raise ModelNotFoundError(f"model URI {uri!r}: no run {run_id!r} at {_display(tracking_uri)}") from exc
     names = {a.path.rstrip("/").split("/")[-1] for a in client.list_artifacts(run_id, path or None)}
     missing = [n for n in (WEIGHTS_NAME, CONFIG_NAME) if n not in names]
-    if missing:
+    if missing and "MLmodel" not in names:  # a pyfunc model directory is checked after download
         top = sorted(a.path for a in client.list_artifacts(run_id))
         raise ModelNotFoundError(
             f"model URI {uri!r}: run {run_id} has no GAIR export at artifact path {path or '/'!r} "
@@ -190,7 +194,7 @@ def _download(uri: str, tracking_uri: str | None, dst_dir: str | Path | None, sh
         registry_uri=tracking_uri,
     )
     check_export_dir(local, shown)
-    return local
+    return str(export_dir(local))
 
 
 def _experiment_of(client, run_id: str | None) -> str | None:

@@ -1,11 +1,12 @@
 """End-of-run MLflow artifacts: config, consolidated weights, model card, training curves;
 and the registered model (``models:/NAME@ALIAS``, :class:`RegisteredModel`).
 
-The weights go to artifact path ``model`` in the ``gair.hub`` format (``model.safetensors``
-+ ``config.json``), so an evaluation job does::
+The weights go to artifact path ``model`` as an MLflow pyfunc model (``gair.serving.pyfunc``)
+around the ``gair.hub`` export (``model.safetensors`` + ``config.json``), so both work::
 
-    path = mlflow.artifacts.download_artifacts("models:/gair@current")  # mlflow.registered_model@mlflow.alias
-    model = gair.hub.load_pretrained(path)
+    uri = "models:/gair@current"  # mlflow.registered_model@mlflow.alias
+    mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"lon": [8.54], "lat": [47.37]}))
+    model = gair.hub.load_pretrained(mlflow.artifacts.download_artifacts(uri))
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | Path) -
 
 def log_training_artifacts(run: RunHandle, export_dir: str | Path, *, config: dict[str, Any], model_card: str) -> None:
     """The resolved config (redacted), the model card, the training curves and the weights
-    (artifact path ``model``)."""
+    (artifact path ``model``, a pyfunc model directory around ``export_dir``)."""
+    from gair.serving.pyfunc import save_pyfunc
+
     with tempfile.TemporaryDirectory(prefix="gair-mlflow-") as tmp:
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(yaml.safe_dump(redact_tree(config), sort_keys=False))
@@ -71,7 +74,7 @@ def log_training_artifacts(run: RunHandle, export_dir: str | Path, *, config: di
         history = metric_history(run)
         if history:
             run.log_artifact(plot_curves(history, tmp / "training_curves.png"))
-    run.log_artifacts(export_dir, MODEL_ARTIFACT_PATH)
+        run.log_artifacts(save_pyfunc(export_dir, tmp / "pyfunc"), MODEL_ARTIFACT_PATH)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def register_model(run: RunHandle, name: str, alias: str, tags: dict[str, str] |
     """Register the run's ``model`` artifact directory as a new version of ``name`` and
     point ``alias`` at it.
 
-    The export is a plain directory (``gair.hub`` format), not an MLflow "logged model", so
+    The pyfunc model is a run artifact directory, not an MLflow 3 "logged model", so
     the version is created from the run's artifact URI (``mlflow.register_model("runs:/...")``
     in MLflow 3 only accepts logged models).
     """

@@ -163,7 +163,9 @@ def test_mlflow_run_metrics_artifacts_and_registered_model(first_run, job_env):
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "MODEL_CARD.md", "training_curves.png", "model"} <= arts, arts
     model_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")}
-    assert {"model.safetensors", "config.json"} <= model_files
+    assert {"MLmodel", "python_model.pkl", "artifacts"} <= model_files, model_files  # a pyfunc model
+    export_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model/artifacts/gair_export")}
+    assert {"model.safetensors", "config.json"} <= export_files
     version = client.get_model_version_by_alias(f"gair-{job_env['name']}", "current")
     assert version.run_id == run.info.run_id
     # No secret in params or tags.
