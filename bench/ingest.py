@@ -2,12 +2,14 @@
 
 Starts a local S3-compatible server (moto, loopback) unless --endpoint is given, writes a
 synthetic dataset of --tiles tiles and one --scale times larger, then prints:
-- samples/s (a sample is one tile with its K street views) of the Ray Data pipeline
+- samples/s (a sample is one visit of a tile with its K street views) of the Ray Data pipeline
   (``build_dataset`` + ``iter_training_batches``) reading from S3;
 - samples/s of a torch DataLoader with the same decode code (``decode.decode_rows``) and
-  the same worker count, streaming the same Parquet row groups from S3;
+  the same worker count, streaming the same Parquet row groups from S3, and the same consumer
+  work (street views normalized in the consuming process, as ``iter_training_batches`` does);
 - the single-process decode rate (rows already in memory) times the cores used: the
   ceiling for decode-bound ingest;
+- for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
 - peak memory (sum of PSS of this process and all its children, Ray workers and object
   store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
 
@@ -32,7 +34,7 @@ import psutil  # noqa: E402
 
 from gair.configs.data import DataConfig  # noqa: E402
 from gair.configs.model import ModelConfig  # noqa: E402
-from gair.data import decode, manifest, pipeline, synthetic  # noqa: E402
+from gair.data import decode, manifest, pipeline, synthetic, transforms  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,8 +91,8 @@ class PeakMemory:
         self._thread.join()
 
 
-def steady_rate(batches, start: float) -> tuple[float, float, int]:
-    """(samples/s end to end, samples/s after the first batch, samples) of an iterable of batches."""
+def steady_rate(batches, start: float) -> tuple[float, float, int, float]:
+    """(samples/s end to end, samples/s after the first batch, samples, seconds to the first batch)."""
     n, first_t, first_n = 0, None, 0
     for b in batches:
         n += len(b["rs"])
@@ -98,20 +100,23 @@ def steady_rate(batches, start: float) -> tuple[float, float, int]:
             first_t, first_n = time.perf_counter(), n
     end = time.perf_counter()
     steady = (n - first_n) / (end - first_t) if first_t is not None and end > first_t else float("nan")
-    return n / (end - start), steady, n
+    return n / (end - start), steady, n, (first_t or end) - start
 
 
-def run_ray(uri: str, data_cfg: DataConfig, model_cfg: ModelConfig) -> tuple[float, float, int, int]:
-    """(samples/s, steady samples/s, samples, peak bytes) of the Ray Data pipeline over one pass."""
+def run_ray(uri: str, data_cfg: DataConfig, model_cfg: ModelConfig) -> tuple[float, float, int, float, int]:
+    """(samples/s, steady samples/s, samples, start-up s, peak bytes) of the Ray Data pipeline over one pass."""
     with PeakMemory() as mem:
         start = time.perf_counter()
         ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=True)
-        rate, steady, n = steady_rate(pipeline.iter_training_batches(ds, data_cfg, model_cfg), start)
-    return rate, steady, n, mem.peak
+        rate, steady, n, startup = steady_rate(pipeline.iter_training_batches(ds, data_cfg, model_cfg), start)
+    return rate, steady, n, startup, mem.peak
 
 
-def run_dataloader(uri: str, spec: decode.DecodeSpec, workers: int, batch_size: int) -> tuple[float, float, int]:
-    """(samples/s, steady samples/s, samples) of a torch DataLoader streaming row groups with the same decode."""
+def run_dataloader(
+    uri: str, spec: decode.DecodeSpec, workers: int, batch_size: int, data_cfg: DataConfig
+) -> tuple[float, float, int, float]:
+    """(samples/s, steady samples/s, samples, start-up s) of a torch DataLoader streaming row groups with the
+    same decode, and the same consumer work as ``iter_training_batches`` (street views normalized there)."""
     import torch
     import torch.utils.data as tud
 
@@ -125,10 +130,17 @@ def run_dataloader(uri: str, spec: decode.DecodeSpec, workers: int, batch_size: 
                     out = decode.decode_rows(rows, spec)
                     yield {k: out[k] for k in pipeline.SAMPLE_KEYS}
 
+    def consume(loader):
+        for b in loader:
+            b = {k: torch.as_tensor(v) for k, v in b.items()}
+            b["sv"] = transforms.normalize_sv(b["sv"], b["sv_mask"], data_cfg.sv_mean, data_cfg.sv_std)
+            yield b
+
+    start = time.perf_counter()
     loader = tud.DataLoader(
         Manifest(), batch_size=None, num_workers=workers, prefetch_factor=2, persistent_workers=False
     )
-    return steady_rate(loader, time.perf_counter())
+    return steady_rate(consume(loader), start)
 
 
 def run_single(uri: str, spec: decode.DecodeSpec) -> float:
@@ -181,27 +193,32 @@ def bench(args: argparse.Namespace) -> int:
     print(f"wrote {args.tiles * args.scale} tiles in {time.perf_counter() - t:.1f}s", flush=True)
 
     single = run_single(small, spec)
-    dl_rate, dl_steady, dl_n = run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size)
-    ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
+    dl_rate, dl_steady, dl_n, dl_start = run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg)
+    # The trainer is not running here: the pipeline gets exactly the decode workers' CPUs.
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
-    _, _, n1, mem1 = run_ray(small, data_cfg, model_cfg)
-    ray_rate, ray_steady, ray_n, mem_big = run_ray(big, data_cfg, model_cfg)
+    _, _, n1, _, mem1 = run_ray(small, data_cfg, model_cfg)
+    ray_rate, ray_steady, ray_n, ray_start, mem_big = run_ray(big, data_cfg, model_cfg)
 
     ceiling = single * args.workers
     print(
-        f"\ningest of {ray_n} tiles from S3 (moto on loopback), {args.workers} decode workers, "
-        f"RS {model_cfg.rs_image_size}px, SV {model_cfg.sv_image_size}px, K={args.obs_per_tile}, B={args.batch_size}"
+        f"\ningest of {ray_n} samples ({args.tiles * args.scale} tiles) from S3 (moto on loopback), "
+        f"{args.workers} decode workers, RS {model_cfg.rs_image_size}px, SV {model_cfg.sv_image_size}px, "
+        f"K={args.obs_per_tile}, B={args.batch_size}"
     )
-    print(f"{'pipeline':<52}{'samples/s':>10}{'vs ceiling':>12}")
-    print(f"{'Ray Data (build_dataset + iter_training_batches)':<52}{ray_rate:>10.1f}{ray_rate / ceiling:>12.2f}")
-    print(f"{'torch DataLoader, same decode, same workers':<52}{dl_rate:>10.1f}{dl_rate / ceiling:>12.2f}")
-    print(f"{'single-process decode x ' + str(args.workers) + ' cores (ceiling)':<52}{ceiling:>10.1f}{1.0:>12.2f}")
-    print(f"Ray Data / DataLoader = {ray_rate / dl_rate:.2f} (end to end, start-up included); "
-          f"samples: ray {ray_n}, dataloader {dl_n}; after-first-batch rates (ray prefetches ahead, so its "
-          f"figure overstates): ray {ray_steady:.1f}, dataloader {dl_steady:.1f}")  # fmt: skip
-    print(f"peak memory (PSS of the process tree, Ray workers and object store included): "
-          f"1x ({n1} tiles) {mem1 / 2**20:.0f} MiB, {args.scale}x ({ray_n} tiles) {mem_big / 2**20:.0f} MiB, "
-          f"ratio {mem_big / mem1:.2f}")  # fmt: skip
+    print(f"{'pipeline':<48}{'samples/s':>10}{'vs ceiling':>11}{'start-up s':>11}{'steady/s':>10}")
+    for name, rate, start, steady in [
+        ("Ray Data (build_dataset + iter_training_batches)", ray_rate, ray_start, ray_steady),
+        ("torch DataLoader, same decode, same workers", dl_rate, dl_start, dl_steady),
+    ]:
+        print(f"{name:<48}{rate:>10.1f}{rate / ceiling:>11.2f}{start:>11.1f}{steady:>10.1f}")
+    print(f"{'single-process decode x ' + str(args.workers) + ' (ceiling)':<48}{ceiling:>10.1f}{1.0:>11.2f}")
+    print(f"ratios: Ray Data / DataLoader = {ray_rate / dl_rate:.2f}, Ray Data / ceiling = {ray_rate / ceiling:.2f} "
+          f"(end to end, start-up included); samples: ray {ray_n}, dataloader {dl_n}; steady = after the first "
+          f"batch (prefetch makes it overstate)")  # fmt: skip
+    print(f"peak memory (PSS of the process tree, Ray workers and object store included; {args.workers} "
+          f"read+decode tasks at most in both runs): 1x ({n1} samples) {mem1 / 2**20:.0f} MiB, {args.scale}x "
+          f"({ray_n} samples) {mem_big / 2**20:.0f} MiB, ratio {mem_big / mem1:.2f}")  # fmt: skip
     ray.shutdown()
     return 0
 

@@ -47,6 +47,17 @@ class DataConfig:
     max_bad_fraction: float = field(
         0.01, help="Stop with TooManyBadRowsError when more than this fraction of rows seen is unusable."
     )
+    max_nodata_fraction: float = field(
+        0.5,
+        help="Skip (and count as rs_nodata) a tile with more than this fraction of pixels that are the GeoTIFF's "
+        "nodata value, NaN or Inf; below it such pixels are filled with 0.",
+    )
+    visit_all_observations: bool = field(
+        True,
+        help="Training epochs present every street view once: a tile with N observations is visited ceil(N / K) "
+        "times per epoch with disjoint observations (each visit its own crop and extra points); False: one visit "
+        "per tile per epoch with K observations sampled.",
+    )
     min_rows_before_bad_check: int = field(
         200, help="Rows to see before judging the bad fraction mid-stream (it is always judged at the end)."
     )
@@ -55,10 +66,18 @@ class DataConfig:
         True, help="Preserve block order through the pipeline so a seed gives the same batches (slightly slower)."
     )
     shuffle_buffer: int = field(256, help="Rows in the local shuffle buffer of the training iterator (0: no shuffle).")
-    num_decode_workers: int = field(2, help="Concurrent decode tasks (GeoTIFF + JPEG decode, resize) per dataset.")
+    num_decode_workers: int = field(
+        2,
+        help="Concurrent read+decode tasks (Parquet read, GeoTIFF + JPEG decode, resize; one fused task) per dataset.",
+    )
     num_cpus_per_decode: float = field(1.0, help="CPUs reserved by each decode task.")
     decode_batch_size: int = field(16, help="Tiles per decode task call (Ray Data map_batches batch size).")
     prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
+    next_epoch_lookahead: int = field(
+        8,
+        help="Start the next epoch's pipeline this many batches before the current epoch ends, so an epoch "
+        "boundary does not wait for a cold start (0: start it at the boundary).",
+    )
     sv_mean: tuple[float, float, float] = field(
         (0.5312621, 0.5579852, 0.5691087),
         help="Street-view per-channel mean (images in [0, 1]); default: the reference GAIR's statistics.",
@@ -82,13 +101,15 @@ class DataConfig:
             raise ValueError("rs_color_jitter_p and sv_color_jitter_p must be in [0, 1]")
         if any(v < 0 for v in (*self.rs_color_jitter, *self.sv_color_jitter)) or self.sv_color_jitter[3] > 0.5:
             raise ValueError("colour jitter strengths must be >= 0 (hue <= 0.5)")
+        if not 0.0 <= self.max_nodata_fraction <= 1.0:
+            raise ValueError(f"max_nodata_fraction must be in [0, 1], got {self.max_nodata_fraction}")
         if not 0.0 < self.crop_min_scale <= 1.0:
             raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
         if self.num_decode_workers < 1 or self.decode_batch_size < 1:
             raise ValueError("num_decode_workers and decode_batch_size must be >= 1")
         if self.num_cpus_per_decode <= 0:
             raise ValueError("num_cpus_per_decode must be > 0")
-        if self.shuffle_buffer < 0 or self.prefetch_batches < 0:
-            raise ValueError("shuffle_buffer and prefetch_batches must be >= 0")
+        if self.shuffle_buffer < 0 or self.prefetch_batches < 0 or self.next_epoch_lookahead < 0:
+            raise ValueError("shuffle_buffer, prefetch_batches and next_epoch_lookahead must be >= 0")
         if any(s <= 0 for s in self.sv_std):
             raise ValueError("sv_std must be positive")

@@ -430,6 +430,7 @@ def check_row(
     decode_images: bool = True,
     required_bands: Sequence[str] = S2_BANDS_10,
     s3: storage.S3Options | None = None,
+    max_nodata_fraction: float = 0.5,
 ) -> list[BadRowError]:
     """Every problem of one manifest row (tile-level and per observation)."""
     problems: list[BadRowError] = []
@@ -442,7 +443,8 @@ def check_row(
         problems.append(BadRowError(Reason.RS_MISSING_BAND, str(row.get("tile_id")), f"bands {missing} not in tile"))
     if decode_images:
         try:
-            decode.decode_rs(row, info, s3)
+            image, embedded = decode.read_rs(row, info, s3)
+            decode.fill_nodata(image, embedded.nodata, max_nodata_fraction, str(row.get("tile_id")))
         except BadRowError as exc:
             problems.append(exc)
     for obs in row.get("observations") or []:

@@ -1,8 +1,10 @@
 """Ray Data pipeline: Parquet manifest on object storage -> decoded samples -> training batches.
 
-``build_dataset`` is called on the driver and handed to the trainer
-(``TorchTrainer(datasets={"train": ds})``); each Ray Train worker calls
-``iter_training_batches(ray.train.get_dataset_shard("train"), ...)`` and gets dicts of
+``build_dataset(..., epoch=e)`` is the data of one epoch. For training, the driver starts an
+:class:`EpochSplits` actor (the manifest listed once, each epoch's dataset split among the
+workers) and each Ray Train worker iterates ``EpochBatchSource(splits, ...)(epoch, skip_batches)``;
+validation datasets are handed to the trainer and read with
+``iter_training_batches(ray.train.get_dataset_shard("val"), ...)``. Batches are dicts of
 torch tensors laid out as in ``docs/contracts.md``.
 
 Bad rows are decoded into zero samples flagged ``ok=False`` (a decode task never raises
@@ -37,12 +39,18 @@ class TooManyBadRowsError(RuntimeError):
 
 @dataclass
 class BadRowStats:
-    """Rows seen and dropped by one iterator, with a few (tile id, reason) examples."""
+    """Rows (samples) seen and dropped by one iterator, with a few (tile id, reason) examples.
+
+    ``reasons`` counts dropped rows by reason; ``obs_skipped`` / ``obs_reasons`` count the
+    observations skipped inside rows that were kept (their tile trains on its good ones).
+    """
 
     seen: int = 0
     bad: int = 0
     examples: list[tuple[str, str]] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
+    obs_skipped: int = 0
+    obs_reasons: dict[str, int] = field(default_factory=dict)
     max_examples: int = 5
 
     @property
@@ -59,12 +67,21 @@ class BadRowStats:
             if len(self.examples) < self.max_examples:
                 self.examples.append((str(tile_ids[i]), reason))
 
+    def add_skipped(self, skipped_obs: np.ndarray) -> None:
+        """Count the ``skipped_obs`` column of decoded rows ("reason: obs id" joined by "|")."""
+        for text in skipped_obs:
+            for item in str(text).split("|") if text else ():
+                code = item.split(":", 1)[0]
+                self.obs_skipped += 1
+                self.obs_reasons[code] = self.obs_reasons.get(code, 0) + 1
+
     def check(self, max_fraction: float) -> None:
         if self.bad and self.fraction > max_fraction:
             examples = "; ".join(f"{tid} ({why})" for tid, why in self.examples)
             raise TooManyBadRowsError(
                 f"{self.bad} of {self.seen} rows ({self.fraction:.1%}) are unusable, above "
                 f"data.max_bad_fraction={max_fraction:.1%}. Reasons: {self.reasons}. Examples: {examples}. "
+                f"Observations skipped in kept tiles: {self.obs_reasons}. "
                 "Run `python jobs/validate_manifest.py URI --report FILE` for the full list."
             )
 
@@ -91,6 +108,8 @@ def decode_spec(data_cfg: DataConfig, model_cfg: ModelConfig, *, train: bool, ep
         sv_jitter=tuple(data_cfg.sv_color_jitter),
         seed=data_cfg.seed,
         epoch=epoch,
+        max_nodata_fraction=data_cfg.max_nodata_fraction,
+        visit_all=train and data_cfg.visit_all_observations,
         s3=s3,
     )
 
@@ -104,10 +123,27 @@ def configure_data_context(data_cfg: DataConfig) -> None:
     ctx.op_resource_reservation_enabled = False
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    # Blocks of ~16 MiB (not 128): a manifest of inline images splits into enough blocks to
+    # keep every decode worker busy from the start.
+    ctx.target_max_block_size = 16 * 2**20
 
 
 def read_manifest_schema(manifest_uri: str, s3: storage.S3Options | None = None) -> pa.Schema:
     """Schema of the first shard of a manifest, checked; raises SchemaError or FileNotFoundError."""
+    return list_manifest(manifest_uri, s3).schema
+
+
+@dataclass(frozen=True)
+class ManifestFiles:
+    """A manifest's Parquet files, listed and checked once (not again at every epoch)."""
+
+    uri: str
+    paths: tuple[str, ...]  # inside the filesystem of ``uri``
+    schema: pa.Schema
+
+
+def list_manifest(manifest_uri: str, s3: storage.S3Options | None = None) -> ManifestFiles:
+    """List a manifest's shards and check the first one's schema; raises SchemaError or FileNotFoundError."""
     files = storage.list_parquet(manifest_uri, s3)
     if not files:
         raise FileNotFoundError(f"manifest {manifest_uri} holds no .parquet files")
@@ -117,27 +153,46 @@ def read_manifest_schema(manifest_uri: str, s3: storage.S3Options | None = None)
     except pa.ArrowInvalid as exc:
         raise schema.SchemaError(f"{files[0]} is not a Parquet file: {exc}") from exc
     schema.check_schema(file_schema)
-    return file_schema
+    return ManifestFiles(manifest_uri, tuple(files), file_schema)
 
 
 def build_dataset(
-    manifest_uri: str, data_cfg: DataConfig, model_cfg: ModelConfig, *, train: bool, epoch: int = 0
+    manifest_uri: str,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    *,
+    train: bool,
+    epoch: int = 0,
+    files: ManifestFiles | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray Dataset of decoded samples (one row per tile) streamed from a manifest.
+    """A lazy Ray Dataset of decoded samples streamed from a manifest: the data of one epoch.
 
-    ``epoch`` reseeds augmentation, observation sampling and block order; pass the epoch
-    number when rebuilding the dataset per epoch to get fresh draws that are still
-    deterministic.
+    Training (``train=True``): ``epoch`` draws the shard order, each tile's observation order,
+    crops, flips and extra points anew, deterministically from (``data.seed``, epoch, tile); with
+    ``data.visit_all_observations`` a tile of N observations yields ceil(N / K) samples with
+    disjoint observations, so the epoch presents every observation once. Build one dataset per
+    epoch (:class:`EpochSplits` does it for Ray Train workers); ``files`` (from
+    :func:`list_manifest`) saves listing the manifest again.
     """
     configure_data_context(data_cfg)
     s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
-    read_manifest_schema(manifest_uri, s3)
-    fs, path = storage.resolve(manifest_uri, s3)
-    # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
-    # step that would hold every block before the first batch (no longer streaming).
-    shuffle = ray.data.FileShuffleConfig(seed=data_cfg.seed + epoch) if train else None
+    files = files or list_manifest(manifest_uri, s3)
+    fs, _ = storage.resolve(manifest_uri, s3)
+    paths = list(files.paths)
+    if train:
+        # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
+        # step that would hold every block before the first batch (no longer streaming).
+        paths = [paths[i] for i in np.random.default_rng([data_cfg.seed, epoch]).permutation(len(paths))]
+    # Read and decode get the same concurrency and CPUs (what Ray Data needs to fuse two map
+    # operators; Ray 2.60's Parquet read still runs as its own operator): together they never ask
+    # for more than num_decode_workers x num_cpus_per_decode CPUs.
     ds = ray.data.read_parquet(
-        path, filesystem=fs, columns=list(schema.COLUMNS), file_extensions=["parquet"], shuffle=shuffle
+        paths,
+        filesystem=fs,
+        columns=list(schema.COLUMNS),
+        file_extensions=["parquet"],
+        concurrency=data_cfg.num_decode_workers,
+        ray_remote_args={"num_cpus": data_cfg.num_cpus_per_decode},
     )
     return ds.map_batches(
         _decode_batch,
@@ -147,6 +202,178 @@ def build_dataset(
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
     )
+
+
+class EpochSplits:
+    """The training data of every epoch, split among ``world_size`` workers.
+
+    ``split(epoch, rank)`` is rank's ``DataIterator`` over ``build_dataset(epoch=epoch)``
+    (``streaming_split(world_size, equal=True)``). The manifest is listed once. A rank asking
+    again for an epoch it already has (a restarted worker group) gets a fresh split of it.
+    Run it as a Ray actor (:func:`start_epoch_splits`) so every worker reaches the same one.
+    """
+
+    def __init__(
+        self,
+        manifest_uri: str,
+        data_cfg: DataConfig,
+        model_cfg: ModelConfig,
+        world_size: int,
+        *,
+        exclude_cpus: float = 0.0,
+    ) -> None:
+        self.manifest_uri, self.data_cfg, self.model_cfg, self.world_size = (
+            manifest_uri, data_cfg, model_cfg, world_size
+        )  # fmt: skip
+        self.exclude_cpus = exclude_cpus  # held by the trainers: not the pipeline's to plan with
+        s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+        self.files = list_manifest(manifest_uri, s3)
+        self._splits: dict[int, tuple[list[Any], set[int]]] = {}
+
+    def split(self, epoch: int, rank: int) -> Any:
+        iterators, taken = self._splits.get(epoch, (None, set()))
+        if iterators is None or rank in taken:
+            restart = iterators is not None
+            ds = build_dataset(
+                self.manifest_uri, self.data_cfg, self.model_cfg, train=True, epoch=epoch, files=self.files
+            )
+            if self.exclude_cpus:
+                ds.context.execution_options.exclude_resources = ray.data.ExecutionResources(cpu=self.exclude_cpus)
+            iterators, taken = ds.streaming_split(self.world_size, equal=True), set()
+            self._splits[epoch] = (iterators, taken)
+            if restart:  # the later epochs some rank prefetched are void
+                for later in [e for e in self._splits if e > epoch]:
+                    del self._splits[later]
+        taken.add(rank)
+        for old in [e for e in self._splits if e < epoch - 1]:  # keep the current and the previous epoch
+            del self._splits[old]
+        return iterators[rank]
+
+
+def start_epoch_splits(
+    manifest_uri: str, data_cfg: DataConfig, model_cfg: ModelConfig, world_size: int, *, exclude_cpus: float = 0.0
+) -> Any:
+    """An :class:`EpochSplits` actor (holds no CPU); its handle is picklable (a worker's loop config).
+
+    ``exclude_cpus``: CPUs the trainers hold, which the pipeline must not plan to use.
+    """
+    actor = ray.remote(num_cpus=0)(EpochSplits)
+    return actor.remote(manifest_uri, data_cfg, model_cfg, world_size, exclude_cpus=exclude_cpus)
+
+
+class EpochBatchSource:
+    """``batches_for_epoch(epoch, skip_batches)`` for a training worker: its batches of that epoch.
+
+    ``splits``: an :class:`EpochSplits` actor handle (or a local ``EpochSplits``, or any
+    callable ``(epoch) -> dataset``-like source with ``iter_batches``). The next epoch's
+    pipeline is started ``data.next_epoch_lookahead`` batches before the current one ends
+    (its length is known from the previous epoch; before that, when the current one's source
+    is exhausted), and its first batch waits in a background thread, so an epoch boundary
+    does not restart the pipeline cold.
+    """
+
+    def __init__(
+        self, splits: Any, data_cfg: DataConfig, model_cfg: ModelConfig, *, rank: int = 0, device: Any = None
+    ) -> None:
+        self.splits, self.data_cfg, self.model_cfg, self.rank, self.device = (
+            splits, data_cfg, model_cfg, rank, device
+        )  # fmt: skip
+        self.epoch_length: int | None = None  # batches of the last whole epoch
+        self._next: tuple[int, _Prefetch] | None = None
+        self.stats: BadRowStats | None = None  # of the current epoch
+
+    def close(self) -> None:
+        """Drop a prefetched next epoch (its pipeline stops once nothing refers to it)."""
+        if self._next is not None:
+            self._next[1].close()
+            self._next = None
+
+    def source(self, epoch: int) -> Any:
+        if isinstance(self.splits, EpochSplits):
+            return self.splits.split(epoch, self.rank)
+        if hasattr(self.splits, "split") and hasattr(self.splits.split, "remote"):
+            return ray.get(self.splits.split.remote(epoch, self.rank))
+        return self.splits(epoch)
+
+    def __call__(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        return self.batches_for_epoch(epoch, skip_batches)
+
+    def batches_for_epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        if self._next is not None and self._next[0] == epoch and skip_batches == 0:
+            batches = self._next[1].take()
+        else:
+            if self._next is not None:
+                self._next[1].close()
+            batches = self._batches(epoch, skip_batches)
+        self._next = None
+        self.stats = batches.stats
+        return self._watch(epoch, batches, skip_batches)
+
+    def _batches(self, epoch: int, skip_batches: int) -> TrainingBatches:
+        return TrainingBatches(
+            self.source(epoch),
+            self.data_cfg,
+            self.model_cfg,
+            device=self.device,
+            skip_batches=skip_batches,
+            epoch=epoch,
+        )
+
+    def _watch(self, epoch: int, batches: TrainingBatches, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        lookahead = self.data_cfg.next_epoch_lookahead
+        n = skip
+        for batch in batches:
+            yield batch
+            n += 1
+            known = self.epoch_length
+            if (
+                lookahead
+                and self._next is None
+                and ((known is not None and n >= known - lookahead) or batches.source_exhausted)
+            ):
+                self._next = (epoch + 1, _Prefetch(lambda: self._batches(epoch + 1, 0)))
+        self.epoch_length = n
+
+
+class _Prefetch:
+    """Build an iterator and pull its first item in a background thread."""
+
+    def __init__(self, make: Any) -> None:
+        import threading
+
+        self._make = make
+        self._result: tuple[Any, Any] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="gair-next-epoch")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            it = self._make()
+            first = next(it, _END)
+            if not self._closed:  # else drop it: its pipeline stops once nothing refers to it
+                self._result = (it, first)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread by take()
+            self._error = exc
+
+    def take(self) -> TrainingBatches:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        it, first = self._result
+        if first is not _END:
+            it.push_front(first)
+        return it
+
+    def close(self) -> None:
+        """Give up on the result without waiting for it."""
+        self._closed = True
+        self._result = None
+
+
+_END = object()
 
 
 def _decode_batch(table: pa.Table, spec: decode.DecodeSpec) -> dict[str, np.ndarray]:
@@ -162,17 +389,33 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
     """Iterator of training batches; ``.stats`` counts the rows seen and dropped so far."""
 
     def __init__(
-        self, source: Any, data_cfg: DataConfig, model_cfg: ModelConfig, *, device: Any = None, skip_batches: int = 0
+        self,
+        source: Any,
+        data_cfg: DataConfig,
+        model_cfg: ModelConfig,
+        *,
+        device: Any = None,
+        skip_batches: int = 0,
+        epoch: int = 0,
     ) -> None:
         self.data_cfg = data_cfg
         self.model_cfg = model_cfg
         self.device = torch.device(device) if device is not None else None
         self.skip_batches = skip_batches
+        self.epoch = epoch
         self.stats = BadRowStats()
+        self.source_exhausted = False  # the Ray Data stream is done; what is left is buffered here
+        self._front: list[dict[str, torch.Tensor]] = []
         self._batches = self._generate(source)
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        if self._front:
+            return self._front.pop()
         return next(self._batches)
+
+    def push_front(self, batch: dict[str, torch.Tensor]) -> None:
+        """Put a batch back: it is the next one returned."""
+        self._front.append(batch)
 
     def _generate(self, source: Any) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.data_cfg
@@ -183,13 +426,24 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
             batch_format="numpy",
             prefetch_batches=cfg.prefetch_batches,
             local_shuffle_buffer_size=shuffle,
-            local_shuffle_seed=cfg.seed if shuffle else None,
+            # The local shuffle draws anew each epoch, deterministically.
+            local_shuffle_seed=cfg.seed * 1_000_003 + self.epoch if shuffle else None,
         )
         pending: list[dict[str, np.ndarray]] = []
         n_pending = 0
         emitted = 0
-        for chunk in chunks:
+        for chunk, last in _with_last(chunks):
+            self.source_exhausted = last  # what is left of the epoch is already here
+            # The cheap last guard: no NaN/Inf reaches a batch, whatever decode let through.
+            non_finite = decode.non_finite_rows(chunk) & chunk["ok"]
+            if non_finite.any():
+                chunk["ok"] = chunk["ok"] & ~non_finite
+                chunk["bad_reason"] = np.where(
+                    non_finite, f"{decode.Reason.NON_FINITE}: a batch row holds NaN or Inf", chunk["bad_reason"]
+                )
             self.stats.add(chunk["tile_id"], chunk["ok"], chunk["bad_reason"])
+            if "skipped_obs" in chunk:
+                self.stats.add_skipped(chunk["skipped_obs"])
             if self.stats.seen >= cfg.min_rows_before_bad_check:
                 self.stats.check(cfg.max_bad_fraction)
             good = {k: chunk[k][chunk["ok"]] for k in SAMPLE_KEYS}
@@ -201,6 +455,7 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
                 emitted += 1
                 if emitted > self.skip_batches:
                     yield self._to_torch(batch)
+        self.source_exhausted = True
         self.stats.check(cfg.max_bad_fraction)
         # A short final batch is dropped: every step has exactly batch_size tiles.
 
@@ -215,6 +470,16 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
         return out
 
 
+def _with_last(items: Any) -> Iterator[tuple[Any, bool]]:
+    """(item, is it the last one): looks one item ahead."""
+    it = iter(items)
+    current = next(it, _END)
+    while current is not _END:
+        following = next(it, _END)
+        yield current, following is _END
+        current = following
+
+
 def _take(
     pending: list[dict[str, np.ndarray]], n: int
 ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
@@ -227,7 +492,13 @@ def _take(
 
 
 def iter_training_batches(
-    data_iterator: Any, data_cfg: DataConfig, model_cfg: ModelConfig, *, device: Any = None, skip_batches: int = 0
+    data_iterator: Any,
+    data_cfg: DataConfig,
+    model_cfg: ModelConfig,
+    *,
+    device: Any = None,
+    skip_batches: int = 0,
+    epoch: int = 0,
 ) -> TrainingBatches:
     """Training batches (dicts of tensors, see docs/contracts.md) from a dataset shard.
 
@@ -236,8 +507,9 @@ def iter_training_batches(
             ``DataIterator``), or a ``ray.data.Dataset``.
         device: move tensors there (``"cuda"``); None keeps them on the CPU.
         skip_batches: drop this many batches first (resuming mid-epoch from a checkpoint).
+        epoch: seeds the local shuffle (a new order each epoch, the same on resume).
 
     Raises:
         TooManyBadRowsError: when the fraction of unusable rows exceeds ``data_cfg.max_bad_fraction``.
     """
-    return TrainingBatches(data_iterator, data_cfg, model_cfg, device=device, skip_batches=skip_batches)
+    return TrainingBatches(data_iterator, data_cfg, model_cfg, device=device, skip_batches=skip_batches, epoch=epoch)

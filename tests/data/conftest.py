@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
+import struct
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 
 from gair.configs.data import DataConfig
 from gair.configs.model import ModelConfig
-from gair.data import manifest, synthetic
+from gair.data import decode, manifest, synthetic
 from gair.data.decode import Reason
 
 TINY_BANDS = ("B2", "B3", "B4", "B8A", "B11")
@@ -92,6 +95,72 @@ def _png_header_garbage() -> bytes:
     return buf.getvalue()
 
 
+@functools.cache
+def _corpus_dir() -> Path:
+    """Files some corpus rows point at (an empty file, a directory), made once per test session."""
+    d = Path(tempfile.mkdtemp(prefix="gair-bad-corpus-"))
+    (d / "empty.tif").write_bytes(b"")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "a-directory.tif").mkdir()
+    (d / "a-directory.jpg").mkdir()
+    return d
+
+
+def _rs_uri(name: str) -> Callable[[dict], None]:
+    def f(row: dict) -> None:
+        _drop_rs(row)
+        row["rs_uri"] = name if "://" in name else str(_corpus_dir() / name)
+
+    return f
+
+
+def _sv_uri(name: str) -> Callable[[dict], None]:
+    def f(row: dict) -> None:
+        row["observations"][1].update(sv_bytes=None, sv_uri=str(_corpus_dir() / name))
+
+    return f
+
+
+def _rs_with_nodata(fraction: float, value: float | None, dtype: str) -> Callable[[dict], None]:
+    """Re-encode the tile as ``dtype`` with the top ``fraction`` of its rows set to ``value``
+    (NaN / Inf, or a declared GeoTIFF nodata value)."""
+
+    def f(row: dict) -> None:
+        image, info = decode.decode_geotiff(row["rs_bytes"])
+        image = image.astype(dtype)
+        fill = np.nan if value is None else value
+        image[:, : int(round(image.shape[1] * fraction))] = fill
+        row["rs_bytes"] = _encode_with_nodata(image, info.crs, info.transform, None if value is None else value)
+
+    return f
+
+
+def _encode_with_nodata(image: np.ndarray, crs: str, transform: Any, nodata: float | None) -> bytes:
+    from affine import Affine
+    from rasterio.io import MemoryFile
+
+    c, h, w = image.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": c, "dtype": image.dtype.name, "crs": crs,
+               "transform": Affine(*transform[:6]), "nodata": nodata}  # fmt: skip
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(image)
+        return mem.read()
+
+
+def _jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A small JPEG whose header claims ``width x height`` (a decompression bomb's shape)."""
+    data = bytearray(decode.encode_jpeg(np.zeros((8, 8, 3), np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _truncated_sv(row: dict) -> None:
+    sv = row["observations"][1]["sv_bytes"]
+    row["observations"][1]["sv_bytes"] = sv[: len(sv) // 2]
+
+
 # (kind, mutation, expected reason). Every kind is a different way a real row goes bad.
 BAD_ROW_CORPUS: list[tuple[str, Callable[[dict], None], str]] = [
     ("rs_garbage_bytes", _set("rs_bytes", _garbage_tiff()), Reason.RS_UNDECODABLE),
@@ -110,6 +179,19 @@ BAD_ROW_CORPUS: list[tuple[str, Callable[[dict], None], str]] = [
     ("lonlat_null", _mutate_obs("lon", None), Reason.LONLAT_NAN),
     ("lonlat_out_of_range", _mutate_obs("lat", 95.0), Reason.LONLAT_OUT_OF_RANGE),
     ("obs_outside_tile", _outside, Reason.OBS_OUTSIDE_TILE),
+    ("lonlat_inf", _mutate_obs("lon", float("inf")), Reason.LONLAT_NAN),
+    ("rs_uri_directory", _rs_uri("a-directory.tif"), Reason.RS_UNREADABLE),
+    ("rs_uri_unknown_scheme", _rs_uri("nosuchscheme://bucket/tile.tif"), Reason.RS_UNREADABLE),
+    ("rs_empty_file", _rs_uri("empty.tif"), Reason.RS_UNDECODABLE),
+    ("rs_mostly_nan", _rs_with_nodata(0.75, None, "float32"), Reason.RS_NODATA),
+    ("rs_mostly_inf", _rs_with_nodata(0.75, np.inf, "float32"), Reason.RS_NODATA),
+    ("rs_mostly_nodata_value", _rs_with_nodata(0.75, 0, "uint16"), Reason.RS_NODATA),
+    ("crs_empty", _set("crs", ""), Reason.BAD_CRS),
+    ("transform_null_entry", _set("transform", [10.0, 0.0, None, 0.0, -10.0, 0.0]), Reason.BAD_TRANSFORM),
+    ("sv_uri_directory", _sv_uri("a-directory.jpg"), Reason.SV_UNREADABLE),
+    ("sv_empty_file", _sv_uri("empty.jpg"), Reason.SV_UNDECODABLE),
+    ("sv_truncated", _truncated_sv, Reason.SV_UNDECODABLE),
+    ("sv_decompression_bomb", _mutate_obs("sv_bytes", _jpeg_claiming_size(60000, 60000)), Reason.SV_UNDECODABLE),
 ]  # fmt: skip
 
 

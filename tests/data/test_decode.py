@@ -64,13 +64,75 @@ def test_more_observations_than_k_are_subsampled() -> None:
 
 @pytest.mark.parametrize("kind, mutate, reason", BAD_ROW_CORPUS, ids=[k for k, _, _ in BAD_ROW_CORPUS])
 def test_bad_row_corpus_gets_its_reason(kind: str, mutate, reason: str) -> None:
-    """Each kind of bad input raises BadRowError with its specific reason, and the validator reports it."""
+    """Each kind of bad input gets its specific reason, and the validator reports it.
+
+    A bad tile raises BadRowError; a bad observation is skipped and reported while its tile
+    keeps its two good observations.
+    """
     row = bad_row(kind)
-    with pytest.raises(BadRowError) as err:
-        decode.decode_row(row, spec(obs_per_tile=3))
-    assert err.value.reason == reason
-    assert err.value.item_id.startswith(f"bad-{kind}")
+    if reason in decode.OBSERVATION_REASONS:
+        skipped: list[BadRowError] = []
+        out = decode.decode_row(row, spec(obs_per_tile=3), skipped)
+        assert [e.reason for e in skipped] == [reason]
+        assert skipped[0].item_id.startswith(f"bad-{kind}")
+        assert out["sv_mask"].tolist() == [True, False, True] or out["sv_mask"].sum() == 2
+    else:
+        with pytest.raises(BadRowError) as err:
+            decode.decode_row(row, spec(obs_per_tile=3))
+        assert err.value.reason == reason
+        assert err.value.item_id.startswith(f"bad-{kind}")
     assert [p.reason for p in manifest.check_row(row)] == [reason]
+    rows = decode.decode_rows([row], spec(obs_per_tile=3, augment=True, visit_all=True))
+    assert not decode.non_finite_rows(rows).any()
+
+
+def test_decode_rows_counts_every_failure_and_never_raises() -> None:
+    """An unforeseen exception is a counted decode_error, not a crashed decode task."""
+    weird = good_row(1)
+    weird["width"] = "wide"
+    seen: list[BadRowError] = []
+    out = decode.decode_rows([good_row(0), weird, bad_row("sv_garbage")], spec(), on_bad=seen.append)
+    assert out["ok"].tolist() == [True, False, True]
+    assert out["bad_reason"][1].startswith(f"{decode.Reason.DECODE_ERROR}: ")
+    assert [e.reason for e in seen] == [decode.Reason.DECODE_ERROR]
+    assert out["skipped_obs"].tolist() == ["", "", f"{decode.Reason.SV_UNDECODABLE}: bad-sv_garbage-o1"]
+
+
+@pytest.mark.parametrize("dtype, value", [("float32", None), ("float32", np.inf), ("float64", -np.inf), ("uint16", 0)])
+def test_a_few_nodata_pixels_are_filled(dtype: str, value) -> None:
+    """NaN, Inf and the declared nodata value below max_nodata_fraction: filled, as the reference's nan_to_num."""
+    from tests.data.conftest import _rs_with_nodata
+
+    row = good_row(0)
+    _rs_with_nodata(0.25, value, dtype)(row)
+    image, info = decode.decode_geotiff(row["rs_bytes"])
+    assert decode.nodata_mask(image, info.nodata).any(axis=0).mean() == pytest.approx(0.25, abs=0.03)
+    out = decode.decode_row(row, spec(max_nodata_fraction=0.3))
+    assert np.isfinite(out["rs"]).all()
+    clean = decode.decode_row(good_row(0), spec())
+    # The filled rows hold the value of a 0 reflectance after normalization; the others are untouched.
+    assert not np.allclose(out["rs"][:, :6], clean["rs"][:, :6]) and np.allclose(out["rs"][:, -6:], clean["rs"][:, -6:])
+    with pytest.raises(BadRowError, match="max_nodata_fraction"):
+        decode.decode_row(row, spec(max_nodata_fraction=0.2))
+
+
+def test_visits_present_every_observation_once_per_epoch_with_fresh_draws() -> None:
+    """9 observations, K=4: 3 visits with disjoint observations covering all 9; another epoch draws anew."""
+    row = good_row(obs=9)
+    all_lonlat = {(round(o["lon"], 4), round(o["lat"], 4)) for o in row["observations"]}
+
+    def epoch(e: int) -> dict[str, np.ndarray]:
+        return decode.decode_rows([row], spec(obs_per_tile=4, augment=True, visit_all=True, seed=3, epoch=e))
+
+    a, again, b = epoch(0), epoch(0), epoch(1)
+    for out in (a, b):
+        assert len(out["rs"]) == 3 and out["sv_mask"].sum(axis=1).tolist() == [4, 4, 1]
+        seen = [(round(float(x), 4), round(float(y), 4)) for x, y in out["lonlat"][out["sv_mask"]]]
+        assert len(seen) == 9 and set(seen) == all_lonlat  # each observation exactly once
+        assert len({out["xy_extra"][v].tobytes() for v in range(3)}) == 3  # each visit its own draws
+    for key in a:
+        np.testing.assert_array_equal(a[key], again[key])  # deterministic in (seed, epoch, tile)
+    assert not np.array_equal(a["rs"], b["rs"]) and not np.array_equal(a["lonlat"], b["lonlat"])
 
 
 def test_corpus_has_at_least_ten_distinct_reasons() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gair.data import manifest, pipeline, storage, synthetic
+from gair.data import decode, manifest, pipeline, storage, synthetic
 from gair.data.decode import Reason
 from tests.data.conftest import (
     BAD_ROW_CORPUS,
@@ -119,14 +119,34 @@ def _bad_manifest(tmp_path) -> str:
 
 
 def test_bad_rows_are_skipped_and_counted(tmp_path) -> None:
+    """Bad tiles are dropped and counted by reason; bad observations are skipped, their tiles kept."""
     uri = _bad_manifest(tmp_path)
     batches, stats = _collect(uri, train=True, max_bad_fraction=0.6)
-    assert stats.seen == 16 + len(BAD_ROW_CORPUS) and stats.bad == len(BAD_ROW_CORPUS)
-    assert len(batches) == 4  # exactly the 16 good tiles, in full batches
-    expected: dict[str, int] = {}
-    for _, _, reason in BAD_ROW_CORPUS:
-        expected[reason] = expected.get(reason, 0) + 1
-    assert stats.reasons == expected
+    tile_kinds = [r for _, _, r in BAD_ROW_CORPUS if r not in decode.OBSERVATION_REASONS]
+    obs_kinds = [r for _, _, r in BAD_ROW_CORPUS if r in decode.OBSERVATION_REASONS]
+    assert stats.seen == 16 + len(BAD_ROW_CORPUS) and stats.bad == len(tile_kinds)
+    assert len(batches) == (16 + len(obs_kinds)) // 4  # the good tiles and those with a bad observation
+    assert stats.reasons == {r: tile_kinds.count(r) for r in tile_kinds}
+    assert stats.obs_skipped == len(obs_kinds) and stats.obs_reasons == {r: obs_kinds.count(r) for r in obs_kinds}
+    for b in batches:
+        assert all(torch.isfinite(b[k]).all() for k in b if b[k].is_floating_point())
+        assert (b["sv_mask"].sum(1) >= 2).all()
+
+
+def test_a_non_finite_row_never_reaches_a_batch() -> None:
+    """The consumer's guard: a row holding NaN/Inf that got past decode is dropped and counted."""
+    import ray.data
+
+    spec = pipeline.decode_spec(tiny_data_cfg(), tiny_model_cfg(), train=False)
+    rows = decode.decode_rows([good_row(i, obs=3) for i in range(8)], spec)
+    rows["rs"][2, 0, 0, 0] = np.nan
+    rows["xy_extra"][5, 0, 0] = np.inf
+    ds = ray.data.from_items([{k: v[i] for k, v in rows.items()} for i in range(8)])
+    data_cfg = tiny_data_cfg(shuffle_buffer=0, batch_size=3, max_bad_fraction=0.5)
+    it = pipeline.iter_training_batches(ds, data_cfg, tiny_model_cfg())
+    batches = list(it)
+    assert len(batches) == 2 and it.stats.bad == 2 and it.stats.reasons == {decode.Reason.NON_FINITE: 2}
+    assert all(torch.isfinite(b["rs"]).all() and torch.isfinite(b["xy_extra"]).all() for b in batches)
 
 
 def test_too_many_bad_rows_stops_with_examples(tmp_path) -> None:
@@ -140,7 +160,7 @@ def test_too_many_bad_rows_stops_with_examples(tmp_path) -> None:
 
 def test_streaming_split_shards_cover_the_data_once(s3_synthetic: str) -> None:
     """What Ray Train hands each worker: streaming_split shards; together they see every tile once."""
-    data_cfg, model_cfg = tiny_data_cfg(batch_size=2), tiny_model_cfg()
+    data_cfg, model_cfg = tiny_data_cfg(batch_size=2, obs_per_tile=4), tiny_model_cfg()  # one visit per tile
     ds = pipeline.build_dataset(s3_synthetic, data_cfg, model_cfg, train=True)
     shards = ds.streaming_split(2, equal=True)
     import threading
