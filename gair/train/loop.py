@@ -128,7 +128,7 @@ class EpochBatches:
         state = self.state
         while True:
             if self._epoch is None:
-                self._epoch = iter(self.batches_for_epoch(state.epoch, state.batches_in_epoch))
+                self._epoch = self.batches_for_epoch(state.epoch, state.batches_in_epoch)
                 self._consumed_before = state.batches_in_epoch
             batch = next(self._epoch, None)
             if all_true(batch is not None):

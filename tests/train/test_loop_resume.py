@@ -113,3 +113,21 @@ def test_validation_cadence_and_reports():
     assert len(calls) == 2  # at step 2 and at the last step (4)
     assert reports.metrics_only == [(2, {"val_loss": 1.0})]  # step 2: no checkpoint, metrics only
     assert [s.step for s in reports.saved] == [4]
+
+
+class _NextOnly:
+    """An iterator with ``__next__`` only, as ``gair.data.pipeline.TrainingBatches`` is."""
+
+    def __init__(self, epoch: int, skip: int) -> None:
+        self.items = iter(range(skip, BATCHES_PER_EPOCH))
+        self.epoch = epoch
+
+    def __next__(self):
+        return {"epoch": self.epoch, "i": next(self.items)}
+
+
+def test_a_batch_source_may_return_a_bare_iterator():
+    engine = _Engine()
+    state = checkpoint.TrainState()
+    _run(_cfg(**{"train.max_steps": "4"}), state, engine, source=_NextOnly)
+    assert [(b["epoch"], b["i"]) for b in engine.seen] == [(0, 0), (0, 1), (0, 2), (1, 0)]
