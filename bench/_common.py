@@ -75,8 +75,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", 0) if name == "cuda" else torch.device("cpu")
 
 
-def start_local_ray(num_cpus: float, num_gpus: int, verbose: bool) -> str:
-    """A fresh local Ray (never an existing cluster), its temp dir private to this run."""
+def start_local_ray(num_cpus: float, num_gpus: int, verbose: bool, env_vars: dict[str, str] | None = None) -> str:
+    """A fresh local Ray (never an existing cluster), its temp dir private to this run.
+
+    ``env_vars``: set in every Ray worker process (e.g. glibc malloc tunables, read at start).
+    """
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="gb-", dir="/tmp")  # short: socket paths have a length limit
@@ -87,6 +90,7 @@ def start_local_ray(num_cpus: float, num_gpus: int, verbose: bool) -> str:
         include_dashboard=False,
         log_to_driver=verbose,
         configure_logging=verbose,
+        runtime_env={"env_vars": env_vars} if env_vars else None,
         _temp_dir=temp_dir,
     )
     return temp_dir
@@ -154,3 +158,13 @@ def median_and_spread(values: list[float]) -> tuple[float, float, float]:
         return statistics.median(ordered), ordered[0], ordered[-1]
     deciles = statistics.quantiles(ordered, n=10)
     return statistics.median(ordered), deciles[0], deciles[-1]
+
+
+def malloc_trim() -> bool:
+    """Return glibc's free heap memory to the OS (``malloc_trim(0)``); False where not glibc."""
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

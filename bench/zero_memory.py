@@ -1,21 +1,30 @@
-"""Peak memory per worker under DeepSpeed ZeRO stages 0-3, 2 workers, base-size model.
+"""Memory per worker under DeepSpeed ZeRO stages 0-3: model state held, and peak RSS.
 
-Each stage is a fresh Ray Train run (new worker processes) of the job's own engine
-(``gair.train.loop.build_engine``: GAIRPretrainModule, the job's AdamW and LR schedule, the
-DeepSpeed config built from the job's config) taking a few optimizer steps on a small
-random batch. Every worker measures, for its own process:
+Each (stage, worker count) is a fresh Ray Train run (new worker processes) of the job's
+own engine (``gair.train.loop.build_engine``: the module built as the job builds it --
+under ``deepspeed.zero.Init`` at stage 3 --, the job's AdamW and LR schedule, the DeepSpeed
+config built from the job's config) taking a few optimizer steps on a small random batch.
+Every worker measures, for its own process:
 
-- CPU: resident set size (RSS) before the model is built (torch, DeepSpeed, Ray imported);
-  the peak RSS while building the engine (``deepspeed.initialize`` copies and flattens
-  parameters, a transient); and the peak RSS during the optimizer steps alone (the kernel's
-  high-water mark restarted after the build through ``/proc/self/clear_refs``), which is
-  what training holds: parameters, gradients, optimizer states, ZeRO buffers, activations;
+- model state: the bytes of the tensors the engine holds after the steps -- parameters
+  (or their ZeRO partitions), gradients, optimizer states, ZeRO's flat buffers and
+  buckets, module buffers -- found by walking the engine, the module and the optimizer,
+  counted once per storage (views and aliases share one);
+- peak RSS during the steps: with glibc told to give freed memory back
+  (``MALLOC_MMAP_THRESHOLD_`` in the workers' environment: large blocks are mmap-ed and
+  unmapped on free) and ``malloc_trim(0)`` before the kernel's high-water mark is
+  restarted (``/proc/self/clear_refs``), so the peak is what training holds at once, not
+  what the allocator kept from the build;
 - GPU: ``torch.cuda.max_memory_allocated`` during the steps.
 
-The batch is kept small (1 tile, 1 street view) so that the model states, which ZeRO
-partitions, dominate; activations do not shrink with the stage.
+The batch is small (1 tile, 1 street view) so that the model states, which ZeRO
+partitions, dominate; activations do not shrink with the stage. Stage 0's model state does
+not depend on the worker count: rows whose worker count has no stage-0 run are compared
+with the stage-0 run of another count (marked ``*``).
 
-    python bench/zero_memory.py                              # base, fp32, 2 CPU workers, stages 0-3
+    python bench/zero_memory.py                                          # base, fp32, 2 CPU workers, stages 0-3
+    python bench/zero_memory.py --stages 0 3 --num-workers 2 4           # the issue-14 table
+    python bench/zero_memory.py --size tiny --stages 0 3 --steps 2       # quick check
     python bench/zero_memory.py --device cuda --precision bf16 --batch-size 8   # needs 2 GPUs
 """
 
@@ -28,7 +37,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ import torch  # noqa: E402
 from _common import (  # noqa: E402
     bench_config,
     fit_on_ray_train,
+    malloc_trim,
     peak_rss_mib,
     random_batch,
     reset_peak_rss,
@@ -49,19 +58,28 @@ from _common import (  # noqa: E402
 from gair.configs import to_dict  # noqa: E402
 from gair.configs.train import PretrainConfig  # noqa: E402
 
+MIB = 2**20
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="base", choices=["tiny", "small", "base", "large"])
     p.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3], choices=[0, 1, 2, 3])
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, nargs="+", default=[2], help="worker counts to run each stage with")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per step per worker")
     p.add_argument("--obs-per-tile", type=int, default=1)
     p.add_argument("--extra-points", type=int, default=4)
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per stage")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision-mode", default="autocast", choices=["autocast", "native"])
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--cpus-per-worker", type=int, default=1)
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="also the torch threads per worker")
+    p.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=65536,
+        help="MALLOC_MMAP_THRESHOLD_ (bytes) in the workers: freed large blocks go back to the OS (0: glibc default)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
     p.add_argument(
         "--zero-override",
@@ -73,12 +91,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def engine_state_bytes(engine: Any) -> dict[str, int]:
+    """Bytes of the tensors an engine holds, by kind, each storage counted once.
+
+    Walks the module (parameters, their ZeRO partitions ``ds_tensor``, gradients, buffers),
+    the optimizer (its states; DeepSpeed's ZeRO optimizer wraps ours and holds the flat
+    partitions and buckets) and the engine's own attributes, through dicts, lists and
+    DeepSpeed/torch objects. A storage is attributed to the first kind that reaches it.
+    """
+    storages: dict[tuple[str, int], tuple[int, str]] = {}
+    seen: set[int] = set()
+
+    def add(t: torch.Tensor, kind: str) -> None:
+        if t.device.type == "meta":
+            return
+        st = t.untyped_storage()
+        if st.nbytes():
+            storages.setdefault((str(t.device), st.data_ptr()), (st.nbytes(), kind))
+
+    def walk(obj: Any, kind: str, depth: int = 0) -> None:
+        if depth > 8 or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            add(obj, kind)
+            if obj.grad is not None:
+                add(obj.grad, "grads")
+            for value in vars(obj).values() if hasattr(obj, "__dict__") else ():
+                walk(value, kind, depth + 1)  # ds_tensor (a ZeRO-3 partition) and friends
+        elif isinstance(obj, torch.nn.Module):
+            for p in obj.parameters():
+                walk(p, "params", depth + 1)
+            for b in obj.buffers():
+                walk(b, "buffers", depth + 1)
+        elif isinstance(obj, dict):
+            for value in list(obj.values()):
+                walk(value, kind, depth + 1)
+        elif isinstance(obj, (list, tuple, set)):
+            for value in list(obj):
+                walk(value, kind, depth + 1)
+        elif type(obj).__module__.startswith(("deepspeed", "torch.optim")) and hasattr(obj, "__dict__"):
+            for value in list(vars(obj).values()):
+                walk(value, kind, depth + 1)
+
+    walk(engine.module, "params")
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO wraps our AdamW
+    walk(inner.state, "optimizer")
+    walk(engine.optimizer, "zero_buffers")
+    walk(engine, "zero_buffers")
+    out: dict[str, int] = {}
+    for nbytes, kind in storages.values():
+        out[kind] = out.get(kind, 0) + nbytes
+    return out
+
+
 def memory_worker(loop_config: dict[str, Any]) -> None:
     """Per-worker function: build the job's engine, take a few steps, gather memory figures."""
     import deepspeed  # noqa: F401 - imported before the baseline, as in the job's workers
     import torch.distributed as dist
 
     from gair.configs import from_dict
+    from gair.distributed.zero import fp32_partition_is_aliased
     from gair.train import loop
 
     cfg = from_dict(PretrainConfig, loop_config["cfg"])
@@ -90,16 +163,17 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
             ds["zero_optimization"].update(loop_config["zero_override"])
             return ds
 
-        loop.build_deepspeed_config = with_override  # what build_engine calls
+        loop.build_deepspeed_config = with_override  # what create_engine calls
     before = rss_mib()
     start = time.perf_counter()
     setup = loop.build_engine(cfg)
     build_s = time.perf_counter() - start
     build_peak = peak_rss_mib()
+    batch = random_batch(cfg, setup.device, seed=setup.rank)
+    malloc_trim()  # what the build left in glibc's free lists is not training's
     train_peak_is_own = reset_peak_rss()
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
-    batch = random_batch(cfg, setup.device, seed=setup.rank)
     engine = setup.engine
     start = time.perf_counter()
     for _ in range(loop_config["steps"]):
@@ -107,16 +181,23 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
         engine.backward(loss)
         engine.step()
     float(loss)  # wait for the device
+    step_s = (time.perf_counter() - start) / loop_config["steps"]
+    train_peak = peak_rss_mib()
+    state = engine_state_bytes(engine)
     row = {
         "rank": setup.rank,
         "pid": os.getpid(),
         "rss_before_mib": before,
         "build_peak_mib": build_peak,
-        "train_peak_mib": peak_rss_mib(),
+        "train_peak_mib": train_peak,
         "train_peak_is_own": train_peak_is_own,
-        "gpu_peak_mib": torch.cuda.max_memory_allocated(setup.device) / 2**20 if setup.device.type == "cuda" else None,
+        "model_state_mib": sum(state.values()) / MIB,
+        "state_by_kind_mib": {k: v / MIB for k, v in sorted(state.items())},
+        "fp32_aliased": fp32_partition_is_aliased(engine),
+        "zero_init": any(hasattr(p, "ds_id") for p in engine.module.parameters()) and cfg.train.zero_stage == 3,
+        "gpu_peak_mib": torch.cuda.max_memory_allocated(setup.device) / MIB if setup.device.type == "cuda" else None,
         "build_s": build_s,
-        "step_s": (time.perf_counter() - start) / loop_config["steps"],
+        "step_s": step_s,
         "params": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters()),
     }
     rows: list[Any] = [None] * setup.world_size
@@ -126,7 +207,7 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
         Path(loop_config["out"]).write_text(json.dumps(rows))
 
 
-def measure_stage(args: argparse.Namespace, stage: int, use_gpu: bool, storage: str) -> tuple[list[dict], float]:
+def measure(args: argparse.Namespace, stage: int, workers: int, use_gpu: bool, storage: str) -> list[dict]:
     cfg = bench_config(
         args.size,
         batch_size=args.batch_size,
@@ -135,81 +216,91 @@ def measure_stage(args: argparse.Namespace, stage: int, use_gpu: bool, storage: 
         precision=args.precision,
         zero_stage=stage,
         use_gpu=use_gpu,
-        num_workers=args.num_workers,
+        num_workers=workers,
         cpus_per_worker=args.cpus_per_worker,
         steps=args.steps,
-        extra=args.set,
+        extra=[f"train.precision_mode={args.precision_mode}", *args.set],
     )
-    out = Path(storage) / f"zero{stage}.json"
-    start = time.perf_counter()
+    out = Path(storage) / f"zero{stage}-w{workers}.json"
     loop_config = {"cfg": to_dict(cfg), "out": str(out), "steps": args.steps, "zero_override": args.zero_override}
-    fit_on_ray_train(memory_worker, loop_config, cfg, storage, f"zero-memory-{stage}")
-    return json.loads(out.read_text()), time.perf_counter() - start
+    fit_on_ray_train(memory_worker, loop_config, cfg, storage, f"zero-memory-{stage}-{workers}")
+    return json.loads(out.read_text())
 
 
-def print_table(results: dict[int, list[dict]], seconds: dict[int, float], use_gpu: bool) -> None:
-    """stage x worker: RSS before, build peak, train peak, train peak - before; ratios to stage 0."""
-    stage0 = {r["rank"]: r for r in results.get(0, [])}
+def print_table(results: dict[tuple[int, int], list[dict]], use_gpu: bool) -> None:
+    """One line per (stage, workers): worker means; ratios to stage 0 (same worker count, else '*')."""
 
-    def vs0(r: dict, value: Callable[[dict], float]) -> str:
-        ref = stage0.get(r["rank"])
-        return f"{value(r) / value(ref):>6.3f}" if ref else f"{'-':>6}"
+    def mean(rows: list[dict], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
 
-    def delta(r: dict) -> float:
-        return r["train_peak_mib"] - r["rss_before_mib"]
+    stage0 = {w: rows for (s, w), rows in results.items() if s == 0}
+    head = f"{'stage':>5} {'workers':>7} {'model_state_MiB':>15} {'vs0':>7} {'peak_MiB':>9} {'vs0':>7}"
+    head += f" {'gpu_peak_MiB':>12} {'vs0':>7}" if use_gpu else ""
+    print(head + "  build_peak_MiB  fp32_alias  zero_init  step_s")
+    for (stage, workers), rows in sorted(results.items()):
+        ref, mark = stage0.get(workers), " "
+        if ref is None and stage0:
+            ref, mark = next(iter(stage0.values())), "*"
 
-    head = "stage worker  before_MiB  build_peak_MiB  train_peak_MiB  vs0  train-before_MiB  vs0"
-    head += "  gpu_peak_MiB  vs0" if use_gpu else ""
-    print(head + "  build_s  step_s  run_s")
-    for stage, rows in results.items():
-        for r in sorted(rows, key=lambda r: r["rank"]):
-            line = (
-                f"{stage:>5} {r['rank']:>6}  {r['rss_before_mib']:>10.0f}  {r['build_peak_mib']:>14.0f}  "
-                f"{r['train_peak_mib']:>14.0f} {vs0(r, lambda x: x['train_peak_mib'])}  {delta(r):>16.0f} "
-                f"{vs0(r, delta)}"
-            )
-            if use_gpu:
-                line += f"  {r['gpu_peak_mib']:>12.0f} {vs0(r, lambda x: x['gpu_peak_mib'])}"
-            print(line + f"  {r['build_s']:>7.1f}  {r['step_s']:>6.2f}  {seconds[stage]:>5.1f}")
+        def vs0(key: str, rows=rows, ref=ref, mark=mark) -> str:
+            return f"{mean(rows, key) / mean(ref, key):>6.3f}{mark}" if ref else f"{'-':>7}"
+
+        line = (
+            f"{stage:>5} {workers:>7} {mean(rows, 'model_state_mib'):>15.0f} {vs0('model_state_mib')} "
+            f"{mean(rows, 'train_peak_mib'):>9.0f} {vs0('train_peak_mib')}"
+        )
+        if use_gpu:
+            line += f" {mean(rows, 'gpu_peak_mib'):>12.0f} {vs0('gpu_peak_mib')}"
+        alias = rows[0]["fp32_aliased"]
+        print(
+            line + f"  {mean(rows, 'build_peak_mib'):>14.0f}  {'-' if alias is None else str(alias):>10}"
+            f"  {str(rows[0]['zero_init']):>9}  {mean(rows, 'step_s'):>6.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.zero_override = json.loads(args.zero_override)
     use_gpu = resolve_device(args.device).type == "cuda"
-    if use_gpu and torch.cuda.device_count() < args.num_workers:
-        raise SystemExit(f"--device cuda needs {args.num_workers} GPUs, found {torch.cuda.device_count()}")
+    most = max(args.num_workers)
+    if use_gpu and torch.cuda.device_count() < most:
+        raise SystemExit(f"--device cuda needs {most} GPUs, found {torch.cuda.device_count()}")
+    env = {"OMP_NUM_THREADS": str(args.cpus_per_worker)}
+    if args.mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     temp_dir = start_local_ray(
-        num_cpus=args.num_workers * args.cpus_per_worker + 1,
-        num_gpus=args.num_workers if use_gpu else 0,
-        verbose=args.verbose,
+        num_cpus=most * args.cpus_per_worker + 1, num_gpus=most if use_gpu else 0, verbose=args.verbose, env_vars=env
     )
-    results: dict[int, list[dict]] = {}
-    seconds: dict[int, float] = {}
+    results: dict[tuple[int, int], list[dict]] = {}
     pids: set[int] = set()
+    total = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gair-bench-") as storage:
-        for stage in args.stages:
-            results[stage], seconds[stage] = measure_stage(args, stage, use_gpu, storage)
-            new = {r["pid"] for r in results[stage]}
-            if new & pids:
-                print(
-                    f"warning: ZeRO-{stage} reused worker processes {sorted(new & pids)}; their peak includes earlier runs"
-                )
-            pids |= new
-            print(f"ZeRO-{stage}: {seconds[stage]:.1f}s", flush=True)
+        for workers in args.num_workers:
+            for stage in args.stages:
+                start = time.perf_counter()
+                rows = results[(stage, workers)] = measure(args, stage, workers, use_gpu, storage)
+                new = {r["pid"] for r in rows}
+                if new & pids:
+                    print(f"warning: ZeRO-{stage} reused worker processes {sorted(new & pids)}")
+                pids |= new
+                print(f"ZeRO-{stage} x{workers}: {time.perf_counter() - start:.1f}s", flush=True)
+                for r in sorted(rows, key=lambda r: r["rank"]):
+                    print(f"  rank {r['rank']}: state {json.dumps({k: round(v) for k, v in r['state_by_kind_mib'].items()})} MiB")  # fmt: skip
 
     import ray
 
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session logs of this run
-    first = results[args.stages[0]][0]
+    first = next(iter(results.values()))[0]
     print(f"\nsize={args.size} params={first['params'] / 1e6:.1f}M precision={args.precision} "
-          f"workers={args.num_workers} batch={args.batch_size} obs_per_tile={args.obs_per_tile} "
-          f"steps={args.steps} device={'cuda' if use_gpu else 'cpu'} zero_override={json.dumps(args.zero_override)}")  # fmt: skip
-    print_table(results, seconds, use_gpu)
+          f"mode={args.precision_mode} batch={args.batch_size} obs_per_tile={args.obs_per_tile} "
+          f"steps={args.steps} device={'cuda' if use_gpu else 'cpu'} threads/worker={args.cpus_per_worker} "
+          f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'default'} "
+          f"zero_override={json.dumps(args.zero_override)}")  # fmt: skip
+    print_table(results, use_gpu)
     if not all(r["train_peak_is_own"] for rows in results.values() for r in rows):
-        print("note: the peak RSS could not be restarted after the build: train_peak includes the build")
-    print(f"total {sum(seconds.values()):.1f}s for {len(args.stages)} stages")
+        print("note: the peak RSS could not be restarted after the build: peak includes the build")
+    print(f"total {time.perf_counter() - total:.1f}s")
     return 0
 
 

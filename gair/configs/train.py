@@ -58,6 +58,23 @@ class TrainConfig:
     )
     zero_stage: int = field(2, help="DeepSpeed ZeRO stage 0-3 (0 = plain data parallel).")
     precision: Precision = field("fp32", help="fp32 | bf16 | fp16 (fp16 needs use_gpu; bf16 works on CPU too).")
+    precision_mode: Literal["autocast", "native"] = field(
+        "autocast",
+        help="How bf16/fp16 is applied: autocast (torch autocast; fp32 parameters, 16-bit matmuls) or native "
+        "(DeepSpeed's bf16/fp16 mode: 16-bit parameters and gradients, fp32 master weights and Adam states in "
+        "the optimizer partitions; (lon, lat), the location queue and the Fourier frequencies stay fp32). "
+        "Ignored with precision fp32.",
+    )
+    activation_checkpointing: bool = field(
+        False,
+        help="Recompute the RS and street-view encoder blocks in the backward pass instead of keeping their "
+        "activations: less memory (a larger batch fits), about a third more encoder compute.",
+    )
+    compile: bool = field(
+        False,
+        help="torch.compile the RS and street-view encoders (in place: state-dict keys unchanged). The first "
+        "steps pay the compile time.",
+    )
     grad_accum_steps: int = field(1, help="Micro-batches (data.batch_size each) per optimizer step.")
     grad_clip: float = field(1.0, help="Clip the global gradient norm to this (0 = no clipping).")
     log_every: int = field(10, help="Print and log progress every this many optimizer steps.")

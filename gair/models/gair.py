@@ -29,7 +29,7 @@ class GAIR(nn.Module):
         cfg.validate()
         self.cfg = cfg
         D = cfg.width
-        self.rs_encoder = RSEncoder(
+        rs_encoder = RSEncoder(
             in_chans=len(cfg.rs_bands),
             image_size=cfg.rs_image_size,
             patch_size=cfg.rs_patch_size,
@@ -38,7 +38,19 @@ class GAIR(nn.Module):
             num_heads=cfg.rs_heads,
             final_norm=cfg.rs_final_norm,
         )
-        self.sv_encoder = SVEncoder(
+        sv_proj = nn.Linear(D, D)
+        location_encoder = LocationEncoder(
+            out_dim=D,
+            sigmas=tuple(cfg.location_sigmas),
+            num_features=cfg.location_rff_features,
+            hidden=cfg.location_hidden,
+        )
+        nili = NILI(D)
+        # Built last: timm initialises the ViT's layers at the end of its __init__, which
+        # under deepspeed.zero.Init must be rerun once the parameters exist (see
+        # gair.distributed.zero.rerun_deferred_inits); last, it draws the same random numbers
+        # either way and nothing built after it depends on how many it drew.
+        sv_encoder = SVEncoder(
             image_size=cfg.sv_image_size,
             patch_size=cfg.sv_patch_size,
             dim=D,
@@ -46,14 +58,21 @@ class GAIR(nn.Module):
             num_heads=cfg.sv_heads,
             dropout=cfg.dropout,
         )
-        self.sv_proj = nn.Linear(D, D)
-        self.location_encoder = LocationEncoder(
-            out_dim=D,
-            sigmas=tuple(cfg.location_sigmas),
-            num_features=cfg.location_rff_features,
-            hidden=cfg.location_hidden,
-        )
-        self.nili = NILI(D)
+        self.rs_encoder = rs_encoder
+        self.sv_encoder = sv_encoder
+        self.sv_proj = sv_proj
+        self.location_encoder = location_encoder
+        self.nili = nili
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the RS and street-view encoder blocks."""
+        self.rs_encoder.set_grad_checkpointing(enable)
+        self.sv_encoder.set_grad_checkpointing(enable)
+
+    def compile_encoders(self, **compile_kwargs) -> None:
+        """``torch.compile`` the RS and street-view encoders in place (state-dict keys unchanged)."""
+        self.rs_encoder.compile(**compile_kwargs)
+        self.sv_encoder.compile(**compile_kwargs)
 
     @property
     def embed_dim(self) -> int:

@@ -18,6 +18,8 @@ min(N, 4K) rows, and never a (B, 9D, Gh, Gw) unfolded tensor.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,10 +49,19 @@ class NILI(nn.Module):
         self.dim = dim
         # The reference's ``imnet``: Linear(9D + 2 -> D). Held as this module's own
         # parameters (not a child Linear) because forward slices the weight, and ZeRO-3
-        # gathers a module's parameters only around that module's own forward.
-        layer = nn.Linear(9 * dim + 2, dim)
-        self.weight = nn.Parameter(layer.weight.detach().clone())
-        self.bias = nn.Parameter(layer.bias.detach().clone())
+        # gathers a module's parameters only around that module's own forward. Built
+        # directly (not copied from a temporary Linear): under ``deepspeed.zero.Init`` a
+        # temporary module is partitioned on creation and a copy of it has 0 elements.
+        fan_in = 9 * dim + 2
+        self.weight = nn.Parameter(torch.empty(dim, fan_in))
+        self.bias = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        nn.init.uniform_(self.weight, -bound, bound)  # = kaiming_uniform_(a=sqrt(5)) of nn.Linear
+        nn.init.uniform_(self.bias, -bound, bound)
 
     def _conv_predictions(self, tokens_BND: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """W_z @ unfold3x3(F) + b for every cell, as one 3x3 convolution: (B, N, D)."""

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def alibi_slopes(num_heads: int) -> list[float]:
@@ -57,7 +58,9 @@ class Attention(nn.Module):
         B, N, D = x_BND.shape
         qkv = self.qkv(self.norm(x_BND)).view(B, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, D/h)
-        # Fused attention; the ALiBi bias rides in as a float mask (broadcast over B).
+        # Fused attention; the ALiBi bias rides in as an additive float mask (h, N, N),
+        # broadcast over B. A float mask rules out the flash kernel; on CUDA the
+        # memory-efficient (or cuDNN) kernel takes it, on CPU the fused flash-CPU kernel.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias_hNN.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
@@ -116,6 +119,11 @@ class RSEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
         # Not persistent: derived from the geometry, so never stale in a checkpoint.
         self.register_buffer("attn_bias", alibi_2d_bias(num_heads, self.grid_size, self.grid_size), persistent=False)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations."""
+        self.grad_checkpointing = enable
 
     @property
     def num_patches(self) -> int:
@@ -134,7 +142,10 @@ class RSEncoder(nn.Module):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         x_BND = self.patch_embed(self.patchify(x_BCHW))
-        bias = self.attn_bias
+        bias = self.attn_bias.to(x_BND.dtype)  # once, not per block (bf16 under autocast)
         for block in self.blocks:
-            x_BND = block(x_BND, bias)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x_BND = checkpoint(block, x_BND, bias, use_reentrant=False)
+            else:
+                x_BND = block(x_BND, bias)
         return self.norm(x_BND)

@@ -29,6 +29,8 @@ class SVEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.image_size = image_size
+        # Built before the ViT (registered after it): see gair.models.gair on the build order.
+        pooler = nn.Linear(dim, dim)
         self.vit = VisionTransformer(
             img_size=image_size,
             patch_size=patch_size,
@@ -47,7 +49,11 @@ class SVEncoder(nn.Module):
             proj_drop_rate=dropout,
             attn_drop_rate=dropout,
         )
-        self.pooler = nn.Linear(dim, dim)
+        self.pooler = pooler
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each ViT block in the backward pass (timm's own switch)."""
+        self.vit.set_grad_checkpointing(enable)
 
     def forward(self, x_B3VV: torch.Tensor) -> torch.Tensor:
         if x_B3VV.shape[-1] != self.image_size or x_B3VV.shape[-2] != self.image_size:

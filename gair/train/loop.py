@@ -67,9 +67,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def build_engine(cfg: PretrainConfig) -> WorkerSetup:
-    """The pretraining module wrapped by DeepSpeed, with our AdamW and LR schedule."""
-    import deepspeed
-
+    """The pretraining module wrapped by DeepSpeed, on this Ray Train worker's device."""
     ctx = ray.train.get_context()
     if cfg.train.use_gpu:
         device = ray.train.torch.get_device()
@@ -77,15 +75,45 @@ def build_engine(cfg: PretrainConfig) -> WorkerSetup:
     else:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     rank = ctx.get_world_rank()
-    module = build_pretrain_module(cfg, log=print if rank == 0 else lambda _: None).to(device)
-    optimizer = build_optimizer(module, cfg.optim, fused=cfg.train.use_gpu, peak_lr=cfg.peak_lr)
-    schedule = build_lr_schedule(optimizer, cfg.optim, cfg.train.max_steps, peak_lr=cfg.peak_lr)
-    engine, _, _, _ = deepspeed.initialize(
-        model=module, optimizer=optimizer, lr_scheduler=schedule, config=build_deepspeed_config(cfg)
-    )
-    return WorkerSetup(engine, device, ctx.get_world_rank(), ctx.get_world_size())
+    engine = create_engine(cfg, device, log=print if rank == 0 else lambda _: None)
+    return WorkerSetup(engine, device, rank, ctx.get_world_size())
+
+
+def create_engine(cfg: PretrainConfig, device: torch.device, log: Callable[[str], None] = print) -> Any:
+    """``GAIRPretrainModule`` wrapped by DeepSpeed with our AdamW (fused on GPU) and LR schedule.
+
+    Needs an initialised process group (Ray Train's, or ``deepspeed.init_distributed``).
+    Stage 3 builds the module under ``deepspeed.zero.Init`` (each parameter partitioned as
+    it is created: no worker ever holds the whole model), except in native 16-bit mode,
+    which would round the fp32 buffers (queue, Fourier frequencies) as they are created,
+    with a distillation teacher (a copy of the RS encoder) or a CROMA start (``model.rs_init``
+    loads into whole parameters).
+    """
+    import deepspeed
+
+    from gair.distributed.zero import partitioned_construction, patch_stage3_fp32_alias, rerun_deferred_inits
+
+    t = cfg.train
+    ds_config = build_deepspeed_config(cfg)
+    if t.zero_stage == 3:
+        patch_stage3_fp32_alias()
+    native = t.precision != "fp32" and t.precision_mode == "native"
+    zero_init = t.zero_stage == 3 and not native and cfg.loss.distill_weight == 0 and not cfg.model.rs_init
+    torch.manual_seed(t.seed)  # same initial weights on every rank
+    with partitioned_construction(ds_config, enabled=zero_init):
+        module = build_pretrain_module(cfg, log=log)
+    if zero_init:
+        rerun_deferred_inits(module)
+    else:
+        module = module.to(device)
+    module.model.set_grad_checkpointing(t.activation_checkpointing)
+    if t.compile:
+        module.model.compile_encoders()
+    optimizer = build_optimizer(module, cfg.optim, fused=device.type == "cuda", peak_lr=cfg.peak_lr)
+    schedule = build_lr_schedule(optimizer, cfg.optim, t.max_steps, peak_lr=cfg.peak_lr)
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule, config=ds_config)
+    return engine
 
 
 def restore_latest(setup: WorkerSetup) -> checkpoint.TrainState:

@@ -17,7 +17,9 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     for _, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        # A ZeRO-3 partitioned parameter is a 1-d shard: its real shape is ds_shape.
+        ndim = len(p.ds_shape) if hasattr(p, "ds_shape") else p.ndim
+        (no_decay if ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
