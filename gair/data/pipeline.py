@@ -461,6 +461,9 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
 
     def _to_torch(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+        # Indices of the real observations, found here on the host: the model selects them
+        # without a data-dependent (host-synchronising) boolean index on the device.
+        out["sv_index"] = torch.from_numpy(np.flatnonzero(np.asarray(batch["sv_mask"]).reshape(-1)))
         if self.device is not None:
             non_blocking = self.device.type == "cuda"
             out = {k: v.to(self.device, non_blocking=non_blocking) for k, v in out.items()}

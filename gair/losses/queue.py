@@ -39,13 +39,19 @@ class LocationQueue(nn.Module):
             mask_N = torch.ones(lonlat_N2.shape[0], dtype=torch.bool, device=lonlat_N2.device)
         coords = gather_no_grad(lonlat_N2.float().contiguous())
         valid = gather_no_grad(mask_N.bool().contiguous())
-        new = coords[valid][-self.size :]
-        n = new.shape[0]
-        if n == 0:
+        if coords.shape[0] == 0:
             return
-        idx = (self.ptr + torch.arange(n, device=new.device)) % self.size
-        self.lonlat[idx] = new.to(self.lonlat.dtype)
-        self.ptr.copy_((self.ptr + n) % self.size)
+        # The newest ``size`` valid rows go to slots ptr, ptr + 1, ... (mod size), the others
+        # to a scratch slot: all on the device, no data-dependent shape, no host sync.
+        order = valid.long().cumsum(0) - 1  # rank of each row among the valid ones
+        count = order[-1:] + 1  # (1,) valid rows in all
+        drop = (count - self.size).clamp(min=0)  # older valid rows that do not fit
+        keep = valid & (order >= drop)
+        slots = torch.where(keep, (self.ptr + order - drop) % self.size, self.size)
+        ext = torch.cat([self.lonlat, self.lonlat.new_zeros(1, 2)])
+        ext.index_copy_(0, slots, coords.to(ext.dtype))
+        self.lonlat.copy_(ext[: self.size])
+        self.ptr.copy_((self.ptr + count - drop) % self.size)
 
     def extra_repr(self) -> str:
         return f"size={self.size}"

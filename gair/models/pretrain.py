@@ -52,11 +52,12 @@ class GAIRPretrainModule(nn.Module):
         if missing:
             raise KeyError(f"batch lacks {missing}; see docs/contracts.md")
         m = self.model
-        rs, sv, mask_BK = batch["rs"], batch["sv"], batch["sv_mask"].bool()
+        # The parameters' dtype: fp32, or bf16/fp16 under DeepSpeed's native mixed precision.
+        dtype = m.rs_encoder.patch_embed.weight.dtype
+        rs, sv, mask_BK = batch["rs"].to(dtype), batch["sv"], batch["sv_mask"].bool()
         B, K = mask_BK.shape
         xy_extra = batch.get("xy_extra")
         M = 0 if xy_extra is None else xy_extra.shape[1]
-        dtype = rs.dtype
 
         tokens_BND = m.rs_tokens(rs)
         xy = batch["xy"].to(dtype) if M == 0 else torch.cat([batch["xy"], xy_extra], dim=1).to(dtype)
@@ -66,9 +67,15 @@ class GAIRPretrainModule(nn.Module):
         r_extra_ED = local_BKD[:, K:].reshape(B * M, D)
 
         # Street views: encode only the real observations, scatter back to the padded layout.
+        # ``sv_index`` comes from the data plane (found on the host); without it, finding the
+        # real ones here waits for the device once.
         mask_N = mask_BK.reshape(-1)
-        sv_pooled = m.encode_sv(sv.reshape(B * K, *sv.shape[2:])[mask_N])
-        s_ND = sv_pooled.new_zeros(B * K, D).index_put((mask_N.nonzero(as_tuple=True)[0],), m.project_sv(sv_pooled))
+        sv_index = batch.get("sv_index")
+        if sv_index is None:
+            sv_index = mask_N.nonzero(as_tuple=True)[0]
+        sv_valid = sv.reshape(B * K, *sv.shape[2:]).index_select(0, sv_index).to(dtype)
+        sv_pooled = m.encode_sv(sv_valid)
+        s_ND = sv_pooled.new_zeros(B * K, D).index_put((sv_index,), m.project_sv(sv_pooled))
 
         # Locations: positives, extra points and the whole queue in one encoder call.
         lonlat_N2 = torch.where(
@@ -81,11 +88,13 @@ class GAIRPretrainModule(nn.Module):
         loc = m.encode_location(torch.cat(parts), check=False)
         loc_ND, loc_extra_ED, loc_neg_QD = loc.split([B * K, B * M, self.queue.size])
 
-        total, metrics = self.loss(s_ND, r_ND, mask_N, loc_ND, r_extra_ED, loc_extra_ED, loc_neg_QD)
+        # The objectives in fp32 (logits of cosines / tau; a no-op unless the model is 16-bit).
+        total, metrics = self.loss(
+            s_ND.float(), r_ND.float(), mask_N, loc_ND.float(), r_extra_ED.float(), loc_extra_ED.float(),
+            loc_neg_QD.float(),
+        )  # fmt: skip
         if self.teachers is not None:
-            total, metrics = self._distill(
-                total, metrics, rs, sv.reshape(B * K, *sv.shape[2:])[mask_N], tokens_BND, sv_pooled
-            )
+            total, metrics = self._distill(total, metrics, rs, sv_valid, tokens_BND, sv_pooled)
         if self.training:
             self.queue.enqueue(lonlat_N2, mask_N)
         return total, metrics

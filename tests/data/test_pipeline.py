@@ -50,7 +50,8 @@ def _collect(manifest_uri: str, train: bool, **cfg) -> tuple[list[dict], pipelin
 
 def _check_contract(batch: dict[str, torch.Tensor], B: int, K: int, M: int) -> None:
     m = tiny_model_cfg()
-    assert set(batch) == set(CONTRACT)
+    assert set(batch) == set(CONTRACT) | {"sv_index"}
+    assert torch.equal(batch["sv_index"], batch["sv_mask"].reshape(-1).nonzero()[:, 0])
     for key, (dtype, shape) in CONTRACT.items():
         assert batch[key].dtype == dtype, key
         assert tuple(batch[key].shape) == shape(B, K, M, len(m.rs_bands), m.rs_image_size, m.sv_image_size), key

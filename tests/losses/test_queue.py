@@ -35,3 +35,17 @@ def test_empty_queue_is_a_no_op():
     q = LocationQueue(0)
     q.enqueue(torch.tensor([[1.0, 1.0]]))
     assert q.lonlat.shape == (0, 2)
+
+
+def test_enqueue_matches_the_boolean_index_form():
+    """The sync-free enqueue equals 'append coords[mask], keep the newest' on random masks."""
+    g = torch.Generator().manual_seed(0)
+    q, ref, ptr = LocationQueue(7, seed=0), random_lonlat(7, seed=0), 0
+    for n in (3, 0, 5, 12, 1, 9):
+        coords = torch.rand(n, 2, generator=g) * 100
+        mask = torch.rand(n, generator=g) > 0.4
+        q.enqueue(coords, mask)
+        for row in coords[mask][-7:]:
+            ref[ptr] = row
+            ptr = (ptr + 1) % 7
+        assert torch.equal(q.lonlat, ref) and q.ptr.item() == ptr
