@@ -6,7 +6,8 @@ under ``deepspeed.zero.Init`` at stage 3 --, the job's AdamW and LR schedule, th
 config built from the job's config) taking a few optimizer steps on a small random batch.
 Every worker measures, for its own process:
 
-- model state: the bytes of the tensors the engine holds after the steps -- parameters
+- model state: the bytes of the tensors the engine holds after the last backward pass
+  (before its optimizer step: gradients are held, activations freed) -- parameters
   (or their ZeRO partitions), gradients, optimizer states, ZeRO's flat buffers and
   buckets, module buffers -- found by walking the engine, the module and the optimizer,
   counted once per storage (views and aliases share one);
@@ -25,6 +26,7 @@ with the stage-0 run of another count (marked ``*``).
     python bench/zero_memory.py                                          # base, fp32, 2 CPU workers, stages 0-3
     python bench/zero_memory.py --stages 0 3 --num-workers 2 4           # the issue-14 table
     python bench/zero_memory.py --size tiny --stages 0 3 --steps 2       # quick check
+    python bench/zero_memory.py --launcher spawn --stages 0 3 --num-workers 2 4   # without Ray's processes
     python bench/zero_memory.py --device cuda --precision bf16 --batch-size 8   # needs 2 GPUs
 """
 
@@ -86,6 +88,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="{}",
         metavar="JSON",
         help='merged into the DeepSpeed "zero_optimization" section, e.g. \'{"reduce_bucket_size": 5e7}\'',
+    )
+    p.add_argument(
+        "--launcher",
+        default="ray",
+        choices=["ray", "spawn"],
+        help="ray: Ray Train workers (the job's path); spawn: torch.multiprocessing + gloo, the same engine "
+        "without Ray's processes (less memory on a crowded host)",
+    )
+    p.add_argument(
+        "--results",
+        default="",
+        metavar="FILE",
+        help="JSON file of measured rows: read first (those runs are skipped), written after every run; so the "
+        "table can combine invocations (e.g. stage 0 at 2 workers, then stage 3 at 4 workers)",
     )
     p.add_argument("--verbose", action="store_true", help="show the Ray workers' output")
     return p.parse_args(argv)
@@ -166,7 +182,12 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
         loop.build_deepspeed_config = with_override  # what create_engine calls
     before = rss_mib()
     start = time.perf_counter()
-    setup = loop.build_engine(cfg)
+    if loop_config.get("launcher") == "spawn":  # process group already up (spawn_worker)
+        setup = loop.WorkerSetup(
+            loop.create_engine(cfg, torch.device("cpu")), torch.device("cpu"), dist.get_rank(), dist.get_world_size()
+        )
+    else:
+        setup = loop.build_engine(cfg)
     build_s = time.perf_counter() - start
     build_peak = peak_rss_mib()
     batch = random_batch(cfg, setup.device, seed=setup.rank)
@@ -176,14 +197,16 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
         torch.cuda.reset_peak_memory_stats(setup.device)
     engine = setup.engine
     start = time.perf_counter()
-    for _ in range(loop_config["steps"]):
+    for i in range(loop_config["steps"]):
         loss, _ = engine(batch)
         engine.backward(loss)
+        if i == loop_config["steps"] - 1:
+            # After the backward pass: gradients (or their reduced partitions) are held, activations freed.
+            state = engine_state_bytes(engine)
         engine.step()
     float(loss)  # wait for the device
     step_s = (time.perf_counter() - start) / loop_config["steps"]
     train_peak = peak_rss_mib()
-    state = engine_state_bytes(engine)
     row = {
         "rank": setup.rank,
         "pid": os.getpid(),
@@ -207,6 +230,18 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
         Path(loop_config["out"]).write_text(json.dumps(rows))
 
 
+def spawn_worker(rank: int, world: int, port: int, threads: int, loop_config: dict[str, Any]) -> None:
+    """torch.multiprocessing entry: a gloo process group, then :func:`memory_worker`."""
+    import deepspeed
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
+    torch.set_num_threads(threads)
+    deepspeed.init_distributed(dist_backend="gloo")
+    memory_worker(loop_config)
+
+
 def measure(args: argparse.Namespace, stage: int, workers: int, use_gpu: bool, storage: str) -> list[dict]:
     cfg = bench_config(
         args.size,
@@ -223,7 +258,19 @@ def measure(args: argparse.Namespace, stage: int, workers: int, use_gpu: bool, s
     )
     out = Path(storage) / f"zero{stage}-w{workers}.json"
     loop_config = {"cfg": to_dict(cfg), "out": str(out), "steps": args.steps, "zero_override": args.zero_override}
-    fit_on_ray_train(memory_worker, loop_config, cfg, storage, f"zero-memory-{stage}-{workers}")
+    if args.launcher == "spawn":
+        import socket
+
+        import torch.multiprocessing as mp
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        loop_config["launcher"] = "spawn"
+        spawn_args = (workers, port, args.cpus_per_worker, loop_config)
+        mp.start_processes(spawn_worker, args=spawn_args, nprocs=workers, start_method="spawn")
+    else:
+        fit_on_ray_train(memory_worker, loop_config, cfg, storage, f"zero-memory-{stage}-{workers}")
     return json.loads(out.read_text())
 
 
@@ -268,33 +315,52 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": str(args.cpus_per_worker)}
     if args.mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
-    temp_dir = start_local_ray(
-        num_cpus=most * args.cpus_per_worker + 1, num_gpus=most if use_gpu else 0, verbose=args.verbose, env_vars=env
-    )
+    if args.launcher == "spawn":
+        if use_gpu:
+            raise SystemExit("--launcher spawn is CPU only")
+        os.environ.update(env)  # read by glibc and OpenMP when the spawned workers start
+        temp_dir = ""
+    else:
+        temp_dir = start_local_ray(
+            num_cpus=most * args.cpus_per_worker + 1,
+            num_gpus=most if use_gpu else 0,
+            verbose=args.verbose,
+            env_vars=env,
+        )
     results: dict[tuple[int, int], list[dict]] = {}
+    if args.results and Path(args.results).is_file():
+        saved = json.loads(Path(args.results).read_text())
+        results = {(int(k.split("x")[0]), int(k.split("x")[1])): v for k, v in saved.items()}
     pids: set[int] = set()
     total = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gair-bench-") as storage:
         for workers in args.num_workers:
             for stage in args.stages:
+                if (stage, workers) in results:
+                    print(f"ZeRO-{stage} x{workers}: from {args.results}")
+                    continue
                 start = time.perf_counter()
                 rows = results[(stage, workers)] = measure(args, stage, workers, use_gpu, storage)
                 new = {r["pid"] for r in rows}
                 if new & pids:
                     print(f"warning: ZeRO-{stage} reused worker processes {sorted(new & pids)}")
                 pids |= new
+                if args.results:
+                    Path(args.results).write_text(json.dumps({f"{s}x{w}": v for (s, w), v in results.items()}))
                 print(f"ZeRO-{stage} x{workers}: {time.perf_counter() - start:.1f}s", flush=True)
                 for r in sorted(rows, key=lambda r: r["rank"]):
                     print(f"  rank {r['rank']}: state {json.dumps({k: round(v) for k, v in r['state_by_kind_mib'].items()})} MiB")  # fmt: skip
 
-    import ray
+    if temp_dir:
+        import ray
 
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session logs of this run
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session logs of this run
     first = next(iter(results.values()))[0]
     print(f"\nsize={args.size} params={first['params'] / 1e6:.1f}M precision={args.precision} "
           f"mode={args.precision_mode} batch={args.batch_size} obs_per_tile={args.obs_per_tile} "
           f"steps={args.steps} device={'cuda' if use_gpu else 'cpu'} threads/worker={args.cpus_per_worker} "
+          f"launcher={args.launcher} "
           f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'default'} "
           f"zero_override={json.dumps(args.zero_override)}")  # fmt: skip
     print_table(results, use_gpu)
