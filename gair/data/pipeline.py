@@ -1,9 +1,9 @@
 """Ray Data pipeline: Parquet manifest on object storage -> decoded samples -> training batches.
 
-``build_dataset(..., epoch=e)`` is the data of one epoch. For training, the driver starts an
+``build_dataset(..., epoch=e)`` is the data of one epoch. To draw anew every epoch, an
 :class:`EpochSplits` actor (the manifest listed once, each epoch's dataset split among the
-workers) and each Ray Train worker iterates ``EpochBatchSource(splits, ...)(epoch, skip_batches)``;
-validation datasets are handed to the trainer and read with
+workers) serves each Ray Train worker's ``EpochBatchSource(splits, ...)(epoch, skip_batches)``;
+a dataset handed to the trainer (validation) is read with
 ``iter_training_batches(ray.train.get_dataset_shard("val"), ...)``. Batches are dicts of
 torch tensors laid out as in ``docs/contracts.md``.
 
