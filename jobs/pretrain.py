@@ -7,7 +7,13 @@ Examples:
     RAY_AUTH_MODE=token ray job submit --working-dir . -- \\
         python jobs/pretrain.py --config configs/pretrain_smoke.yaml
 
-Rerunning with the same run.name (and run.storage_path) resumes from its latest checkpoint.
+Rerunning with the same run.name (and run.storage_path) resumes from its newest checkpoint
+that verifies; rerunning a run that finished at train.max_steps changes nothing (unless
+run.reexport=true).
+
+Exit codes: 0 done (or already finished); 2 unusable input, found before Ray starts or an
+MLflow run opens (config, manifest, storage path, workers that do not fit the cluster);
+1 training failed.
 """
 
 from __future__ import annotations
@@ -35,10 +41,30 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    connect_ray()
-    from gair.train.trainer import run_pretraining
+    from gair.train import preflight
+    from gair.train.trainer import finished_result, resolve_paths, run_pretraining
 
-    run_pretraining(cfg)
+    cfg = resolve_paths(cfg)
+    try:
+        if finished_result(cfg) is None:
+            preflight.check_inputs(cfg)
+            connect_ray()
+            import ray
+
+            preflight.check_resources(cfg, ray.cluster_resources())
+    except preflight.PreflightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_pretraining(cfg)
+    except Exception as exc:
+        from gair.train.errors import non_retryable_reason
+
+        reason = non_retryable_reason(exc)
+        if reason is None:
+            raise
+        print(f"error: training stopped (a retry cannot fix this): {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -127,6 +127,17 @@ class RunConfig:
         "data.val_manifest are empty and train.val_every > 0.",
     )
 
+    reexport: bool = field(
+        False,
+        help="Rerunning a run that already finished at train.max_steps does nothing (no training, no new MLflow "
+        "run, no new model version); true exports its final checkpoint and registers it again.",
+    )
+    check_resources: bool = field(
+        True,
+        help="Before starting, check that the training workers and decode tasks fit the Ray cluster's current "
+        "resources and stop with a clear error if not (false on an autoscaling cluster that grows on demand).",
+    )
+
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError(f"run.name must be non-empty and contain no '/', got {self.name!r}")

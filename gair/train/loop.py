@@ -25,10 +25,12 @@ import torch
 
 from gair.configs import from_dict
 from gair.configs.train import PretrainConfig
+from gair.data import storage
 from gair.data.pipeline import iter_training_batches
-from gair.distributed import all_true, build_deepspeed_config, mean_across_workers
+from gair.distributed import all_true, broadcast_object, build_deepspeed_config, mean_across_workers
 from gair.tracking import MetricsSink, RunHandle
 from gair.train import checkpoint
+from gair.train.errors import NonRetryableError
 from gair.train.faults import maybe_kill_worker
 from gair.train.init import build_pretrain_module
 from gair.train.optim import build_lr_schedule, build_optimizer
@@ -54,7 +56,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point for ``TorchTrainer``: ``loop_config`` = {"cfg": resolved config dict, "mlflow": RunHandle | None}."""
     cfg = from_dict(PretrainConfig, loop_config["cfg"])
     setup = build_engine(cfg)
-    state = restore_latest(setup)
+    state = restore_latest(setup, cfg)
     sink = _metrics_sink(loop_config.get("mlflow"), setup.rank)
     if setup.rank == 0 and state.step:
         print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch})", flush=True)
@@ -116,13 +118,25 @@ def create_engine(cfg: PretrainConfig, device: torch.device, log: Callable[[str]
     return engine
 
 
-def restore_latest(setup: WorkerSetup) -> checkpoint.TrainState:
-    """Load the run's latest checkpoint (a resumed run, or a restarted worker group), if any."""
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
+def restore_latest(setup: WorkerSetup, cfg: PretrainConfig) -> checkpoint.TrainState:
+    """Load the run's newest checkpoint that verifies (a resumed run, or a restarted worker
+    group), if any: rank 0 chooses it, every rank loads the same one."""
+    run_uri = storage.join(cfg.run.storage_path, cfg.run.name)
+    choice = None
+    if setup.rank == 0:
+        try:
+            name = checkpoint.choose_checkpoint(run_uri, ray.train.get_checkpoint())
+            choice = (name, checkpoint.list_checkpoints(run_uri))
+        except checkpoint.NonRetryableError as exc:
+            choice = exc
+    choice = broadcast_object(choice)
+    if isinstance(choice, Exception):
+        raise choice
+    name, existing = choice
+    checkpoint.remember_taken(existing)
+    if name is None:
         return checkpoint.TrainState()
-    with ckpt.as_directory() as directory:
-        return checkpoint.restore(setup.engine, directory)
+    return checkpoint.restore_verified(setup.engine, run_uri, name)
 
 
 def _metrics_sink(run: RunHandle | None, rank: int) -> MetricsSink | None:
@@ -216,7 +230,7 @@ def train_steps(
         try:
             train_step(setup.engine, batches, t.grad_accum_steps, meter, micro_samples)
         except EmptyShardError as exc:
-            raise RuntimeError(
+            raise NonRetryableError(
                 f"{exc} of {cfg.data.batch_size} tiles: use more data, fewer workers or a smaller data.batch_size"
             ) from exc
         state.step += 1

@@ -25,8 +25,10 @@ from gair.data import storage
 from gair.data.pipeline import build_dataset
 from gair.tracking import RunHandle
 from gair.train.export import export_checkpoint
+from gair.train.errors import stop_on_non_retryable_policy
 from gair.train.faults import FAULT_ENV
 from gair.train.loop import train_loop_per_worker
+from gair.train.preflight import finished_run, write_finished
 
 
 @dataclass
@@ -116,7 +118,10 @@ def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[An
         if not cfg.data.val_manifest:
             raise ValueError("train.val_every > 0 needs data.val_manifest (or synthetic training data)")
         datasets["val"] = build_dataset(cfg.data.val_manifest, cfg.data, cfg.model, train=False)
-    return TorchTrainer(
+    # Ray Train's print patch tees every worker print to stdout *and* its logger (stderr):
+    # each line would show twice in the job output.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    return GairTorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "mlflow": run},
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
@@ -128,6 +133,15 @@ def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[An
         run_config=build_run_config(cfg, callbacks),
         datasets=datasets,
     )
+
+
+class GairTorchTrainer(TorchTrainer):
+    """TorchTrainer whose failure policy stops at once on a non-retryable worker error
+    (``gair.train.errors``) instead of restarting the worker group ``max_failures`` times."""
+
+    def _initialize_and_run_controller(self, **kwargs: Any) -> Any:
+        kwargs["failure_policy"] = stop_on_non_retryable_policy(self.run_config.failure_config)
+        return super()._initialize_and_run_controller(**kwargs)
 
 
 def checkpoint_uri(cfg: PretrainConfig, checkpoint: Any) -> str:
@@ -158,9 +172,38 @@ def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -
     return target
 
 
+def finished_result(cfg: PretrainConfig) -> PretrainResult | None:
+    """The result of ``run.name`` if it already finished at ``train.max_steps`` (and
+    ``run.reexport`` is off): a rerun then changes nothing."""
+    if cfg.run.reexport:
+        return None
+    record = finished_run(cfg)
+    if record is None:
+        return None
+    return PretrainResult(
+        int(record["steps"]),
+        dict(record.get("metrics", {})),
+        record.get("checkpoint_uri", ""),
+        record.get("export_uri", ""),
+        record.get("mlflow_run_id"),
+        record.get("model_uri"),
+    )
+
+
 def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
-    """Train (or resume ``run.name``), export the weights, log and register them in MLflow."""
-    cfg = prepare_data(resolve_paths(cfg))
+    """Train (or resume ``run.name``), export the weights, log and register them in MLflow.
+
+    A run that already finished at ``train.max_steps`` is left as it is (see ``run.reexport``).
+    """
+    cfg = resolve_paths(cfg)
+    done = finished_result(cfg)
+    if done is not None:
+        print(
+            f"run {cfg.run.name} already finished at step {done.steps}; nothing to do "
+            f"(export {done.export_uri}; set run.reexport=true to export and register it again)"
+        )
+        return done
+    cfg = prepare_data(cfg)
     run = start_tracking(cfg)
     with tracking.closing_run(run):
         result = build_trainer(cfg, run).fit()
@@ -175,6 +218,7 @@ def run_pretraining(cfg: PretrainConfig) -> PretrainResult:
                 model_uri = log_and_register(cfg, run, tmp, metrics, steps)
     run_id = run.run_id if run is not None else None
     out = PretrainResult(steps, metrics, checkpoint_uri(cfg, result.checkpoint), export_uri, run_id, model_uri)
+    write_finished(cfg, dataclasses.asdict(out))
     print(f"done: {out.steps} steps; checkpoint {out.checkpoint_uri}; export {out.export_uri}")
     return out
 
