@@ -231,16 +231,36 @@ def start_or_resume_run(tracking_uri: str, experiment: str, run_name: str, param
 
 
 class MetricsSink:
-    """Logs a step's scalar metrics to a run (used on rank 0); a tracking hiccup only warns."""
+    """Logs a step's scalar metrics to an existing MLflow run (used on rank 0).
+
+    Each (metric, step) is logged once: after a restart from a checkpoint the loop replays
+    the steps since that checkpoint, and the values the run already has for them are kept.
+    """
 
     def __init__(self, run: RunHandle) -> None:
         self.run = run
+        self.logged_up_to = logged_steps(run)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        fresh = {k: v for k, v in metrics.items() if step > self.logged_up_to.get(metric_name(k), -1)}
+        if not fresh:
+            return
         try:
-            self.run.log_metrics(metrics, step)
+            self.run.log_metrics(fresh, step)
+            self.logged_up_to.update({metric_name(k): step for k in fresh})
         except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill training
             print(f"warning: MLflow metric logging failed at step {step}: {type(exc).__name__}: {exc}", flush=True)
+
+
+def logged_steps(run: RunHandle) -> dict[str, int]:
+    """The last step logged for each metric of the run (empty for a new run, or on error)."""
+    try:
+        client = run.client
+        keys = list(client.get_run(run.run_id).data.metrics)
+        return {k: max((m.step for m in client.get_metric_history(run.run_id, k)), default=-1) for k in keys}
+    except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill training
+        print(f"warning: could not read the MLflow run's logged steps: {type(exc).__name__}", flush=True)
+        return {}
 
 
 def metric_name(key: str) -> str:

@@ -80,3 +80,17 @@ def test_metrics_sink_only_warns_when_logging_fails(capsys, sqlite_uri):
     sink = MetricsSink(RunHandle(sqlite_uri, "no-such-run"))
     sink.log(1, {"loss": 1.0})
     assert "MLflow metric logging failed at step 1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_steps_replayed_after_a_restart_are_logged_once(sqlite_uri):
+    run = start_or_resume_run(sqlite_uri, "exp", "replay", {})
+    first = MetricsSink(run)
+    for step in (2, 4, 6):
+        first.log(step, {"loss": float(step)})
+    restarted = MetricsSink(run)  # a new worker group, resumed from the step-4 checkpoint
+    for step in (6, 8):
+        restarted.log(step, {"loss": 100.0 + step, "val_loss": 1.0})
+    history = sorted((m.step, m.value) for m in run.client.get_metric_history(run.run_id, "loss"))
+    assert history == [(2, 2.0), (4, 4.0), (6, 6.0), (8, 108.0)]
+    assert [m.step for m in run.client.get_metric_history(run.run_id, "val_loss")] == [6, 8]
