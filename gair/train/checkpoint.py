@@ -230,8 +230,6 @@ def report_with_checkpoint(engine: Any, state: TrainState, metrics: dict[str, fl
     group) are deleted by the next save on the node. A full disk is a
     :class:`NonRetryableError` naming the path.
     """
-    import ray.train
-
     remove_stale_shards()
     tmp = tempfile.mkdtemp(prefix=f"{SHARD_PREFIX}{os.getpid()}-")
     try:
@@ -239,8 +237,10 @@ def report_with_checkpoint(engine: Any, state: TrainState, metrics: dict[str, fl
             save(engine, state, tmp, rank=rank)
         except OSError as exc:
             if is_non_retryable(exc):
-                raise disk_full_error(exc, f"checkpoint shard in {tmp}") from exc
+                raise disk_full_error(exc, tmp, " or point TMPDIR elsewhere (local checkpoint shards)") from exc
             raise
+        import ray.train
+
         ray.train.report(
             {**metrics, "step": state.step},
             checkpoint=ray.train.Checkpoint.from_directory(tmp),

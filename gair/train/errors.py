@@ -30,10 +30,9 @@ def is_non_retryable(exc: BaseException | None) -> bool:
     return False
 
 
-def disk_full_error(exc: OSError, where: str) -> NonRetryableError:
+def disk_full_error(exc: OSError, path: str, hint: str = "") -> NonRetryableError:
     """``exc`` (ENOSPC) as a non-retryable error naming the path that could not be written."""
-    path = exc.filename or where
-    return NonRetryableError(f"disk full writing {path} ({where}): free space there or point it elsewhere")
+    return NonRetryableError(f"disk full writing {exc.filename or path}: free space there{hint}")
 
 
 def stop_on_non_retryable_policy(failure_config: Any) -> Any:

@@ -134,7 +134,7 @@ def test_shards_of_dead_processes_are_removed(tmp_path):
 def test_non_retryable_errors_are_recognised_through_the_cause_chain():
     full = OSError(errno.ENOSPC, "No space left on device", "/ckpt/shard.pt")
     assert is_non_retryable(full)
-    err = disk_full_error(full, "checkpoint shard")
+    err = disk_full_error(full, "/ckpt")
     assert "/ckpt/shard.pt" in str(err) and is_non_retryable(err)
     try:
         try:
@@ -159,3 +159,42 @@ def test_the_failure_policy_raises_at_once_on_a_non_retryable_worker_error():
     assert policy.make_decision(fatal) == FailureDecision.RAISE
     transient = WorkerGroupError("x", {1: RuntimeError("killed")})
     assert policy.make_decision(transient) == FailureDecision.RETRY
+
+
+class _BigEngine:
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict) -> None:
+        (Path(directory) / tag).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / tag / "mp_rank_00_model_states.pt").write_bytes(b"\0" * (1 << 20))
+
+
+def test_a_full_disk_stops_the_run_naming_the_path(tmp_path):
+    """The shard's temp folder on a 64 KiB tmpfs (mounted in a private mount namespace)."""
+    import shlex
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    code = (
+        "import sys, tempfile; sys.path.insert(0, 'tests/train'); tempfile.tempdir = sys.argv[1]\n"
+        "from test_checkpoint import _BigEngine\n"
+        "from gair.train import checkpoint\n"
+        "from gair.train.errors import NonRetryableError\n"
+        "try:\n"
+        "    checkpoint.report_with_checkpoint(_BigEngine(), checkpoint.TrainState(step=1), {}, rank=0)\n"
+        "except NonRetryableError as exc:\n"
+        "    import os; print(exc); print(os.listdir(sys.argv[1]))\n"
+    )
+    cmd = shlex.join([sys.executable, "-c", code, str(small)])
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(small))} && exec {cmd}"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    if "mount:" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2, proc.stdout + proc.stderr[-3000:]
+    assert lines[0].startswith(f"disk full writing {small}/gair-ckpt-"), lines
+    assert lines[1] == "[]"  # the partial shard is gone
