@@ -24,8 +24,8 @@ from gair.configs.train import PretrainConfig
 from gair.data import storage
 from gair.data.pipeline import build_dataset
 from gair.tracking import RunHandle
-from gair.train.export import export_checkpoint
 from gair.train.errors import stop_on_non_retryable_policy
+from gair.train.export import export_checkpoint
 from gair.train.faults import FAULT_ENV
 from gair.train.loop import train_loop_per_worker
 from gair.train.preflight import finished_run, write_finished
