@@ -22,7 +22,6 @@ SECRET_ENV = (
     "AWS_ACCESS_KEY_ID",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_USERNAME",
     "GOOGLE_OAUTH_ACCESS_TOKEN",
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")

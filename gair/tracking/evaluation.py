@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gair.tracking.mlflow_run import PARENT_TAG, RunHandle, create_run, experiment_id
+from gair.tracking.mlflow_run import PARENT_TAG, RunHandle, create_run, experiment_id, redact_message
 
 DEFAULT_EXPERIMENT = "gair-eval"
 LAST_EVAL_TAG = "gair.eval.last_run_id"
@@ -43,6 +43,6 @@ def start_eval_run(
 def link_source_run(run: RunHandle, source_run_id: str) -> None:
     """Tag the evaluated model's run with this evaluation's run id (a convenience: only warns)."""
     try:
-        RunHandle(run.tracking_uri, source_run_id).set_tags({LAST_EVAL_TAG: run.run_id})
+        RunHandle(run.tracking_uri, source_run_id, run.auth).set_tags({LAST_EVAL_TAG: run.run_id})
     except Exception as exc:  # noqa: BLE001 - the link back is a convenience, not the result
-        print(f"warning: could not tag source run {source_run_id}: {exc}", flush=True)
+        print(redact_message(f"warning: could not tag source run {source_run_id}: {exc}"), flush=True)

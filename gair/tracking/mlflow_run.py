@@ -19,12 +19,12 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from gair.configs import flatten, to_dict
+from gair.redaction import known_secrets, redact_text, split_credentials, strip_credentials
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 RUN_NAME_TAG = "gair.run_name"
@@ -40,27 +40,45 @@ def resolve_tracking_uri(configured: str = "", cwd: str | Path | None = None) ->
     """``configured`` (a job's ``mlflow.tracking_uri``), else ``MLFLOW_TRACKING_URI``, else a
     sqlite file in the working directory. The one place a tracking URI is resolved.
 
-    A relative sqlite path is made absolute here, on the driver: workers run elsewhere.
+    Credentials in the URI (``http://user:password@host:port``) are taken out here, before
+    MLflow or any message sees them: they move to ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` (which MLflow reads), ``MLFLOW_TRACKING_URI`` loses them
+    too, and the returned URI has none. A relative sqlite path is made absolute here, on
+    the driver: workers run elsewhere.
     """
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "") or DEFAULT_TRACKING_URI
+    uri, user, password = split_credentials(uri)
+    if user is not None or password is not None:
+        install_credentials((user or "", password or ""))
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if env_uri and strip_credentials(env_uri) != env_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = strip_credentials(env_uri)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///") :]
         uri = "sqlite:///" + str(Path(cwd or os.getcwd(), rel).resolve())
     return uri
 
 
-def strip_credentials(uri: str) -> str:
-    """``https://user:pw@host/x`` -> ``https://host/x`` (safe to print or log)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+def install_credentials(auth: tuple[str, str] | None) -> None:
+    """Put ``(username, password)`` where MLflow reads them (this process's environment)."""
+    if not auth:
+        return
+    user, password = auth
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+
+
+def _env_credentials() -> tuple[str, str] | None:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    return (user, password) if user or password else None
+
+
+def redact_message(text: str) -> str:
+    """A message with URL credentials and the secret values of the environment blanked."""
+    return redact_text(text, known_secrets())
 
 
 def redact(params: Mapping[str, Any]) -> dict[str, str]:
@@ -103,11 +121,19 @@ def mlflow_client(tracking_uri: str) -> Any:
 class RunHandle:
     """One MLflow run on one tracking server. Plain strings: picklable to workers and trials."""
 
-    tracking_uri: str
+    tracking_uri: str  # never with credentials (see resolve_tracking_uri)
     run_id: str
+    # (username, password) for the server, carried to workers and trials (whose environment
+    # lacks them); taken from the environment when not given; never shown.
+    auth: tuple[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.auth is None:
+            object.__setattr__(self, "auth", _env_credentials())
 
     @property
     def client(self) -> Any:
+        install_credentials(self.auth)
         return mlflow_client(self.tracking_uri)
 
     @property
@@ -249,7 +275,8 @@ class MetricsSink:
             self.run.log_metrics(fresh, step)
             self.logged_up_to.update({metric_name(k): step for k in fresh})
         except Exception as exc:  # noqa: BLE001 - a tracking hiccup must not kill training
-            print(f"warning: MLflow metric logging failed at step {step}: {type(exc).__name__}: {exc}", flush=True)
+            message = f"warning: MLflow metric logging failed at step {step}: {type(exc).__name__}: {exc}"
+            print(redact_message(message), flush=True)
 
 
 def logged_steps(run: RunHandle) -> dict[str, int]:

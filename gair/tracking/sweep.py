@@ -53,7 +53,7 @@ def start_or_resume_trial_run(
     filter_string = f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{SWEEP_TAG}` = '{sweep_name}'"
     found = find_runs(parent.tracking_uri, experiment, filter_string)
     if found:
-        run = RunHandle(parent.tracking_uri, found[0].info.run_id)
+        run = RunHandle(parent.tracking_uri, found[0].info.run_id, parent.auth)
         starts = int(found[0].data.tags.get(STARTS_TAG, "0")) + 1
         run.client.update_run(run.run_id, status="RUNNING")
     else:

@@ -1,5 +1,7 @@
 """gair.tracking.mlflow_run: URIs, redaction, the run handle and its lifecycle, on a real sqlite store."""
 
+import os
+
 import pytest
 
 from gair.configs import load_config
@@ -94,3 +96,25 @@ def test_steps_replayed_after_a_restart_are_logged_once(sqlite_uri):
     history = sorted((m.step, m.value) for m in run.client.get_metric_history(run.run_id, "loss"))
     assert history == [(2, 2.0), (4, 4.0), (6, 6.0), (8, 108.0)]
     assert [m.step for m in run.client.get_metric_history(run.run_id, "val_loss")] == [6, 8]
+
+
+def test_credentials_leave_the_tracking_uri_before_mlflow_sees_it(monkeypatch):
+    import pickle
+
+    from gair.tracking.mlflow_run import redact_message
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://envuser:envpass99@127.0.0.1:5999")
+    uri = resolve_tracking_uri("http://gair:pa%3Ass-w0rd@127.0.0.1:5000/mlflow")
+    assert uri == "http://127.0.0.1:5000/mlflow"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "gair"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pa:ss-w0rd"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"  # no credentials left for MLflow
+    run = RunHandle(uri, "abc")
+    assert run.auth == ("gair", "pa:ss-w0rd") and "w0rd" not in repr(run)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    on_worker = pickle.loads(pickle.dumps(run))  # a worker's environment lacks the credentials
+    on_worker.client  # noqa: B018 - installs them where MLflow reads them
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pa:ss-w0rd"
+    assert redact_message("failed at http://gair:pa:ss-w0rd@h/x with pa:ss-w0rd") == "failed at http://***@h/x with ***"
