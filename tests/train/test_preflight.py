@@ -108,7 +108,7 @@ def _job(tmp_path, *sets: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "jobs/pretrain.py", "--config", "configs/pretrain_smoke.yaml",
          "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
 
 
