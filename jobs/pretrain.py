@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = resolve_paths(cfg)
     try:
+        preflight.check_inputs(cfg)
         if finished_result(cfg) is None:
-            preflight.check_inputs(cfg)
             connect_ray()
             import ray
 

@@ -198,3 +198,32 @@ def test_a_full_disk_stops_the_run_naming_the_path(tmp_path):
     assert len(lines) == 2, proc.stdout + proc.stderr[-3000:]
     assert lines[0].startswith(f"disk full writing {small}/gair-ckpt-"), lines
     assert lines[1] == "[]"  # the partial shard is gone
+
+
+class _LoadingEngine:
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, str]] = []
+
+    def load_checkpoint(self, directory: str, tag: str, **kwargs) -> tuple[str, dict]:
+        self.loaded.append((Path(directory).name, tag))
+        return directory, {}
+
+
+def test_the_worker_restores_the_newest_checkpoint_that_verifies(tmp_path, monkeypatch):
+    """``loop.restore_latest`` in one process (no process group): choose, verify, load."""
+    import torch
+
+    from gair.configs import load_config
+    from gair.configs.train import PretrainConfig
+    from gair.train import loop
+
+    monkeypatch.setattr(loop.ray.train, "get_checkpoint", lambda: None)
+    cfg = load_config(PretrainConfig, None, [f"run.storage_path={tmp_path}", "run.name=r"])
+    setup = loop.WorkerSetup(_LoadingEngine(), torch.device("cpu"), 0, 1)
+    assert loop.restore_latest(setup, cfg) == checkpoint.TrainState()  # nothing yet: a fresh start
+    write_checkpoint(tmp_path / "r", 2, world_size=1)
+    bad = write_checkpoint(tmp_path / "r", 4, world_size=1)
+    (bad / "step00000004" / "mp_rank_00_model_states.pt").write_bytes(b"")
+    state = loop.restore_latest(setup, cfg)
+    assert state.step == 2 and setup.engine.loaded == [("checkpoint_step00000002", "step00000002")]
+    assert checkpoint.dir_name_for(checkpoint.TrainState(step=4)) == "checkpoint_step00000004-1"
