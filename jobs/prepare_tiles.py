@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from gair.prepare import driver
 
     try:
-        connect_ray()
-        result = driver.run(cfg)
+        result = driver.run(cfg, connect=connect_ray)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

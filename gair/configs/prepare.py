@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gair.configs._base import field
-from gair.data.schema import S2_BANDS_12
+from gair.configs.base import field
+from gair.sensors import S2_BANDS_12
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average"]
 

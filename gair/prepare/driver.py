@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -281,8 +281,14 @@ class PrepareResult:
     shards_run: list[int]
 
 
-def run(cfg: PrepareConfig, log: TextIO | None = sys.stderr) -> PrepareResult:
-    """Plan, cut the shards not yet complete, write rejects and summary. Ray must be reachable."""
+def run(
+    cfg: PrepareConfig, log: TextIO | None = sys.stderr, connect: Callable[[], None] | None = None
+) -> PrepareResult:
+    """Plan, cut the shards not yet complete, write rejects and summary.
+
+    ``connect`` joins or starts Ray; it is called only once the inputs are read and there is
+    work to do, so bad inputs fail fast.
+    """
     start = time.monotonic()
     s3 = s3_options(cfg)
     plan = build_plan(cfg)
@@ -295,6 +301,8 @@ def run(cfg: PrepareConfig, log: TextIO | None = sys.stderr) -> PrepareResult:
             f"{len(plan.shards)} shards; {len(done)} already complete, {len(todo)} to cut", file=log, flush=True,
         )  # fmt: skip
     if todo:
+        if connect is not None:
+            connect()
         run_shards(cfg, plan, todo, log)
     records = read_shard_records(cfg, len(plan.shards))
     missing = sorted(set(range(len(plan.shards))) - set(records))

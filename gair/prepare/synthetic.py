@@ -20,8 +20,8 @@ from datetime import datetime
 import numpy as np
 
 from gair.data import decode, storage
-from gair.data.schema import S2_BANDS_12
 from gair.prepare.inputs import SCL
+from gair.sensors import S2_BANDS_12
 
 Box = tuple[float, float, float, float]  # (left, bottom, right, top) in the scene's CRS
 

@@ -45,7 +45,9 @@ def _stop_processes_under(path: str) -> None:
             time.sleep(1)
 
 
-def run_job(sets: list[str], ray_tmpdir: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_job(sets: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The job with a local Ray of its own (a fresh private RAY_TMPDIR: a killed run's files stay out of the way)."""
+    ray_tmpdir = tempfile.mkdtemp(prefix="gpt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", FAULT_ENV)}
     env.update(RAY_TMPDIR=ray_tmpdir, PYTHONUNBUFFERED="1", **SLOW_START, **(extra_env or {}))
     cmd = [sys.executable, "jobs/prepare_tiles.py", *[a for s in sets for a in ("--set", s)]]
@@ -76,11 +78,10 @@ def prepared(s2_scenario: Scenario):
         "tile_size_m=1000", f"min_obs={MIN_OBS}", "resampling=nearest", "cells_per_shard=1", "concurrency=1",
         "num_cpus_per_task=0.5",
     ]  # fmt: skip
-    tmp = tempfile.mkdtemp(prefix="gpt-", dir="/tmp")
-    killed = run_job(sets, tmp, {FAULT_ENV: str(KILL_AFTER)})
+    killed = run_job(sets, {FAULT_ENV: str(KILL_AFTER)})
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-4000:]
     after_kill = records(out)
-    rerun = run_job(sets, tmp)
+    rerun = run_job(sets)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-4000:]
     return out, after_kill, records(out), rerun.stdout + rerun.stderr
 
