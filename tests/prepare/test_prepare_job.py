@@ -1,13 +1,13 @@
 """End to end: `python jobs/prepare_tiles.py` on the synthetic scenario, scenes and output on S3.
 
-The module's run is the real crash-and-resume path: the first run is SIGKILLed by fault
-injection after two shards (one cell per shard), the same command run again finishes the
-others; every check below reads the resumed output.
+The module's run is the real crash-and-resume path on a `ray start --head` cluster: the
+first run (a plain driver) is SIGKILLed by fault injection after two shards (one cell per
+shard), the same job submitted with `ray job submit` finishes the others; every check below
+reads the resumed output.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,35 +25,47 @@ import pytest
 from gair import geo
 from gair.data import decode, storage
 from gair.prepare.driver import FAULT_ENV
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, ray_head_cluster
 from tests.prepare.conftest import EXPECTED, MIN_OBS, Scenario, scene_spec, scene_values_at
 
 SHARDS = sum(1 for v in EXPECTED.values() if v[5] != "too_few_obs")  # one cell per shard
 KILL_AFTER = 2
-SLOW_START = {"RAY_raylet_start_wait_time_s": "300"}  # a busy shared 2-core machine starts Ray slowly
 
 
-def _stop_processes_under(path: str) -> None:
-    out = subprocess.run(["pgrep", "-f", path], capture_output=True, text=True).stdout.split()
-    pids = [int(p) for p in out if int(p) != os.getpid()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        if pids:
-            time.sleep(1)
+@pytest.fixture(scope="module")
+def ray_head_2_cpus():
+    """(GCS address, dashboard address, env) of a `ray start --head` cluster with 2 CPUs (token auth on).
+
+    One cluster for both runs: the killed driver takes only itself down, as on a real cluster.
+    """
+    with ray_head_cluster("gpt-", {**os.environ, "RAY_AUTH_MODE": "token"}) as cluster:
+        yield cluster
 
 
-def run_job(sets: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The job with a local Ray of its own (a fresh private RAY_TMPDIR: a killed run's files stay out of the way)."""
-    ray_tmpdir = tempfile.mkdtemp(prefix="gpt-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", FAULT_ENV)}
-    env.update(RAY_TMPDIR=ray_tmpdir, PYTHONUNBUFFERED="1", **SLOW_START, **(extra_env or {}))
+def run_driver(sets: list[str], env: dict[str, str], extra_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python jobs/prepare_tiles.py` as a driver joining the cluster of RAY_ADDRESS."""
     cmd = [sys.executable, "jobs/prepare_tiles.py", *[a for s in sets for a in ("--set", s)]]
-    try:
-        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    finally:
-        _stop_processes_under(ray_tmpdir)  # a killed driver leaves its local Ray behind
+    env = {**env, "PYTHONUNBUFFERED": "1", **extra_env}
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def submit_job(sets: list[str], address: str, env: dict[str, str]) -> str:
+    """`ray job submit --working-dir . -- python jobs/prepare_tiles.py ...`; returns the job's output."""
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")}  # the S3 server of the test session
+    runtime_env = {"env_vars": aws, "excludes": ["runs/", "mlflow.db", ".git/", "*.egg-info/", "bench/"]}
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", address, "--working-dir", ".",
+        "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/prepare_tiles.py",
+        *[a for s in sets for a in ("--set", s)],
+    ]  # fmt: skip
+    for _ in range(20):  # the dashboard answers before its job agent is up
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        output = proc.stdout + proc.stderr
+        if "No available agent" not in output:
+            break
+        time.sleep(3)
+    assert proc.returncode == 0 and "succeeded" in output, output[-6000:]
+    return output
 
 
 def records(out: str) -> dict[str, dict]:
@@ -70,20 +81,25 @@ def records(out: str) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def prepared(s2_scenario: Scenario):
-    """(out URI, records after the killed run, records after the rerun, rerun output)."""
+def prepared(s2_scenario: Scenario, ray_head_2_cpus):
+    """(out URI, records after the killed run, records after the rerun, rerun output).
+
+    The first run is a plain driver on the cluster, SIGKILLed by fault injection after two
+    shards; the rerun goes through `ray job submit`, as on a real cluster.
+    """
+    _, dashboard, env = ray_head_2_cpus
+    env = {k: v for k, v in env.items() if k != FAULT_ENV}
     out = s2_scenario.root.replace("/input", "/prepared")
     sets = [
         f"street_views={s2_scenario.street_views}", f"stac={s2_scenario.stac}", f"out={out}",
         "tile_size_m=1000", f"min_obs={MIN_OBS}", "resampling=nearest", "cells_per_shard=1", "concurrency=1",
         "num_cpus_per_task=0.5",
     ]  # fmt: skip
-    killed = run_job(sets, {FAULT_ENV: str(KILL_AFTER)})
+    killed = run_driver(sets, env, {FAULT_ENV: str(KILL_AFTER)})
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-4000:]
     after_kill = records(out)
-    rerun = run_job(sets)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-4000:]
-    return out, after_kill, records(out), rerun.stdout + rerun.stderr
+    output = submit_job(sets, dashboard, env)
+    return out, after_kill, records(out), output
 
 
 def manifest_rows(out: str) -> list[dict]:
@@ -180,7 +196,7 @@ def test_manifest_validates(prepared, tmp_path):
 
 
 @pytest.mark.slow
-def test_manifest_trains_with_the_smoke_config(prepared, tmp_path):
+def test_manifest_trains_with_the_smoke_config(prepared, ray_head_2_cpus, tmp_path):
     out, *_ = prepared
     sets = [
         f"data.train_manifest={storage.join(out, 'manifest')}", "data.batch_size=2", "train.max_steps=2",
@@ -188,15 +204,11 @@ def test_manifest_trains_with_the_smoke_config(prepared, tmp_path):
         "run.name=prepared-smoke", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "mlflow.experiment=prepared-smoke", "mlflow.registered_model=gair-prepared-smoke",
     ]  # fmt: skip
-    ray_tmp = tempfile.mkdtemp(prefix="gpp-", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONUNBUFFERED="1", **SLOW_START)
+    env = {k: v for k, v in ray_head_2_cpus[2].items() if k not in ("MLFLOW_TRACKING_URI", FAULT_ENV)}
+    env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "jobs/pretrain.py", "--config", "configs/pretrain_smoke.yaml"]
-    try:
-        proc = subprocess.run(cmd + [a for s in sets for a in ("--set", s)], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=900)  # fmt: skip
-    finally:
-        _stop_processes_under(ray_tmp)
+    proc = subprocess.run(cmd + [a for s in sets for a in ("--set", s)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert "step 2/2" in output, output[-3000:]
