@@ -208,7 +208,7 @@ def process_shard(item: dict[str, Any], opts: CutOptions, out: str) -> dict[str,
     return {k: record[k] for k in ("shard", "cells", "tiles", "observations", "bytes_read", "seconds")}
 
 
-def _shard_items(plan: Plan, todo: Sequence[int]) -> list[dict[str, Any]]:
+def shard_items(plan: Plan, todo: Sequence[int]) -> list[dict[str, Any]]:
     """One self-contained item per shard: its cells and just the scenes they need (JSON text)."""
     items = []
     for k in todo:
@@ -225,7 +225,7 @@ def run_shards(cfg: PrepareConfig, plan: Plan, todo: Sequence[int], log: TextIO 
     from tqdm import tqdm
 
     opts = CutOptions.from_config(cfg)
-    ds = ray.data.from_items(_shard_items(plan, todo), override_num_blocks=max(1, len(todo)))
+    ds = ray.data.from_items(shard_items(plan, todo), override_num_blocks=max(1, len(todo)))
     ds = ds.map(
         process_shard, fn_kwargs={"opts": opts, "out": cfg.out}, num_cpus=cfg.num_cpus_per_task,
         concurrency=cfg.concurrency or None,

@@ -48,6 +48,7 @@ class SceneSpec:
     cloud_boxes: list[Box] = field(default_factory=list)
     nodata_boxes: list[Box] = field(default_factory=list)
     asset_style: str = "earth-search"  # or "B0x"
+    noise: int = 0  # add uniform noise in [0, noise) to the bands: real scenes compress far less than a pattern
 
     @property
     def crs(self) -> str:
@@ -78,6 +79,9 @@ def band_array(spec: SceneSpec, band: str) -> np.ndarray:
     n = int(round(spec.size_m / res))
     rows, cols = np.mgrid[0:n, 0:n]
     arr = np.full((n, n), 4, np.uint16) if band == SCL else band_value(band, rows, cols)
+    if spec.noise and band != SCL:
+        seed = [spec.epsg, int(spec.left), int(spec.top), list(BAND_RESOLUTION).index(band)]
+        arr += np.random.default_rng(seed).integers(0, spec.noise, size=arr.shape, dtype=np.uint16)
     if band == SCL:
         for box in spec.cloud_boxes:
             arr[_box_mask(box, spec, res, arr.shape)] = 9

@@ -50,7 +50,7 @@ EXPECTED = {
     "32633_1000m_501_4999": (32633, 501, 4999, 2, None, "cloudy"),
     "32633_1000m_501_4998": (32633, 501, 4998, 2, None, "S2A_33_20240605"),
 }
-OFFSETS = [(0.25, 0.3), (0.7, 0.8), (0.5, 0.55)]  # street views at these fractions of their cell
+OFFSETS = [(0.2537, 0.3042), (0.7071, 0.8066), (0.5013, 0.5577)]  # fractions of their cell, off pixel edges
 MIN_OBS = 2
 
 
