@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import ray
+from tqdm import tqdm
 
 from gair.configs import to_dict
 from gair.configs.prepare import PrepareConfig
@@ -221,9 +223,6 @@ def shard_items(plan: Plan, todo: Sequence[int]) -> list[dict[str, Any]]:
 
 def run_shards(cfg: PrepareConfig, plan: Plan, todo: Sequence[int], log: TextIO | None) -> list[dict[str, Any]]:
     """Cut the ``todo`` shards as Ray Data tasks (a shard of cells per task); a progress bar on ``log``."""
-    import ray
-    from tqdm import tqdm
-
     opts = CutOptions.from_config(cfg)
     ds = ray.data.from_items(shard_items(plan, todo), override_num_blocks=max(1, len(todo)))
     ds = ds.map(
