@@ -1,6 +1,6 @@
 """Samples/s and model FLOPs utilization of one GAIR pretraining step under DeepSpeed.
 
-Standalone, one process, no Ray: the engine is the job's (``gair.train.loop.create_engine``:
+Standalone, one process, no Ray: the engine is the job's (``gair.train.engine.create_engine``:
 the module, AdamW -- fused on GPU --, LR schedule and DeepSpeed config the job uses), fed
 random batches in the contract layout, so the number is the model step alone (no data
 plane). FLOPs are counted with ``torch.utils.flop_counter`` on one eager forward+backward.
@@ -121,7 +121,7 @@ def init_single_process(backend: str) -> None:
 
 
 def build_engine(cfg: PretrainConfig, device: torch.device):
-    from gair.train.loop import create_engine
+    from gair.train.engine import create_engine
 
     engine = create_engine(cfg, device)
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())

@@ -168,23 +168,23 @@ def memory_worker(loop_config: dict[str, Any]) -> None:
 
     from gair.configs import from_dict
     from gair.distributed.zero import fp32_partition_is_aliased
-    from gair.train import loop
+    from gair.train import engine, loop
 
     cfg = from_dict(PretrainConfig, loop_config["cfg"])
     if loop_config["zero_override"]:
-        build_config = loop.build_deepspeed_config
+        build_config = engine.build_deepspeed_config
 
         def with_override(c: PretrainConfig) -> dict[str, Any]:
             ds = build_config(c)
             ds["zero_optimization"].update(loop_config["zero_override"])
             return ds
 
-        loop.build_deepspeed_config = with_override  # what create_engine calls
+        engine.build_deepspeed_config = with_override  # what create_engine calls
     before = rss_mib()
     start = time.perf_counter()
     if loop_config.get("launcher") == "spawn":  # process group already up (spawn_worker)
         setup = loop.WorkerSetup(
-            loop.create_engine(cfg, torch.device("cpu")), torch.device("cpu"), dist.get_rank(), dist.get_world_size()
+            engine.create_engine(cfg, torch.device("cpu")), torch.device("cpu"), dist.get_rank(), dist.get_world_size()
         )
     else:
         setup = loop.build_engine(cfg)

@@ -4,7 +4,29 @@
 so that the pure modules stay importable without it.
 """
 
-from gair.data.decode import BadRowError, DecodeSpec, Reason, decode_row
-from gair.data.schema import MANIFEST_SCHEMA, SCHEMA_VERSION, SchemaError
+from __future__ import annotations
 
-__all__ = ["MANIFEST_SCHEMA", "SCHEMA_VERSION", "BadRowError", "DecodeSpec", "Reason", "SchemaError", "decode_row"]
+import importlib
+from typing import Any
+
+# Names are imported on first use, so that ``gair.data.storage`` (weights from object
+# storage) does not pull in decoding and rasterio, e.g. in bench/gpu_step.py on a GPU image.
+_EXPORTS = {
+    "BadRowError": "gair.data.decode",
+    "DecodeSpec": "gair.data.decode",
+    "Reason": "gair.data.decode",
+    "decode_row": "gair.data.decode",
+    "MANIFEST_SCHEMA": "gair.data.schema",
+    "SCHEMA_VERSION": "gair.data.schema",
+    "SchemaError": "gair.data.schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gair.data' has no attribute {name!r}")

@@ -27,13 +27,12 @@ from gair.configs import from_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
 from gair.data.pipeline import iter_training_batches
-from gair.distributed import all_true, broadcast_object, build_deepspeed_config, mean_across_workers
+from gair.distributed import all_true, broadcast_object, mean_across_workers
 from gair.tracking import MetricsSink, RunHandle
 from gair.train import checkpoint
+from gair.train.engine import create_engine
 from gair.train.errors import NonRetryableError
 from gair.train.faults import maybe_kill_worker
-from gair.train.init import build_pretrain_module
-from gair.train.optim import build_lr_schedule, build_optimizer
 from gair.train.progress import ProgressMeter, format_progress
 from gair.train.validation import run_validation
 
@@ -80,42 +79,6 @@ def build_engine(cfg: PretrainConfig) -> WorkerSetup:
     rank = ctx.get_world_rank()
     engine = create_engine(cfg, device, log=print if rank == 0 else lambda _: None)
     return WorkerSetup(engine, device, rank, ctx.get_world_size())
-
-
-def create_engine(cfg: PretrainConfig, device: torch.device, log: Callable[[str], None] = print) -> Any:
-    """``GAIRPretrainModule`` wrapped by DeepSpeed with our AdamW (fused on GPU) and LR schedule.
-
-    Needs an initialised process group (Ray Train's, or ``deepspeed.init_distributed``).
-    Stage 3 builds the module under ``deepspeed.zero.Init`` (each parameter partitioned as
-    it is created: no worker ever holds the whole model), except in native 16-bit mode,
-    which would round the fp32 buffers (queue, Fourier frequencies) as they are created,
-    with a distillation teacher (a copy of the RS encoder) or a CROMA start (``model.rs_init``
-    loads into whole parameters).
-    """
-    import deepspeed
-
-    from gair.distributed.zero import partitioned_construction, patch_stage3_fp32_alias, rerun_deferred_inits
-
-    t = cfg.train
-    ds_config = build_deepspeed_config(cfg)
-    if t.zero_stage == 3:
-        patch_stage3_fp32_alias()
-    native = t.precision != "fp32" and t.precision_mode == "native"
-    zero_init = t.zero_stage == 3 and not native and cfg.loss.distill_weight == 0 and not cfg.model.rs_init
-    torch.manual_seed(t.seed)  # same initial weights on every rank
-    with partitioned_construction(ds_config, enabled=zero_init):
-        module = build_pretrain_module(cfg, log=log)
-    if zero_init:
-        rerun_deferred_inits(module)
-    else:
-        module = module.to(device)
-    module.model.set_grad_checkpointing(t.activation_checkpointing)
-    if t.compile:
-        module.model.compile_encoders()
-    optimizer = build_optimizer(module, cfg.optim, fused=device.type == "cuda", peak_lr=cfg.peak_lr)
-    schedule = build_lr_schedule(optimizer, cfg.optim, t.max_steps, peak_lr=cfg.peak_lr)
-    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule, config=ds_config)
-    return engine
 
 
 def restore_latest(setup: WorkerSetup, cfg: PretrainConfig) -> checkpoint.TrainState:

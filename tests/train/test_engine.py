@@ -46,7 +46,7 @@ def process_group():
 
 
 def _losses(*sets: str) -> tuple[list[float], object]:
-    from gair.train.loop import create_engine
+    from gair.train.engine import create_engine
     from tests.train._batches import random_batch
 
     torch.set_num_threads(1)
