@@ -32,7 +32,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -92,10 +91,10 @@ def options(args: argparse.Namespace) -> EmbedOptions:
 
 
 def tracking_uri(args: argparse.Namespace) -> str:
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "") or "sqlite:///mlflow.db"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    return uri
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db (credentials moved out of the URI)."""
+    from gair.tracking.mlflow_run import resolve_tracking_uri
+
+    return resolve_tracking_uri(args.tracking_uri or "")
 
 
 def main(argv: list[str] | None = None) -> int:

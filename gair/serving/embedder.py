@@ -5,7 +5,8 @@ and by the Ray Data actors of ``jobs/embed.py`` (``gair.serving.batch``), so the
 model and the batch export cannot drift apart. The preprocessing is the training path of
 ``gair.data.decode.decode_row`` without augmentation:
 
-- RS: GeoTIFF -> ``select_bands`` (the model's bands, by name) -> ``normalize_s2`` ->
+- RS: GeoTIFF -> ``select_bands`` (the model's bands, by name) -> ``fill_nodata`` (nodata,
+  NaN, Inf -> 0; a tile with more than ``max_nodata_fraction`` of them is an error) -> ``normalize_s2`` ->
   ``resize_chw`` to the model size; a query point (lon, lat) goes through the tile's CRS
   and affine transform to normalized image coordinates (``gair.geo.lonlat_to_xy``).
 - SV: JPEG/PNG -> ``resize_sv`` -> ``normalize_sv`` with the street-view statistics the
@@ -75,6 +76,7 @@ class Embedder:
         self.sv_std = tuple(sv_std or std)
         self.s3 = s3 or storage.S3Options()
         self.batch_size = batch_size
+        self.max_nodata_fraction = decode.DecodeSpec((), 0, 0, 0, 0).max_nodata_fraction  # training's default
 
     @property
     def dim(self) -> int:
@@ -102,10 +104,17 @@ class Embedder:
 
     # ------------------------------------------------------------------------ RS
 
-    def prepare_rs(self, image_CHW: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
-        """Raw tile pixels (named bands) -> (C, S, S) as the model was trained on."""
+    def prepare_rs(
+        self, image_CHW: np.ndarray, band_names: Sequence[str], nodata: Sequence[float | None] = (), tile_id: str = ""
+    ) -> np.ndarray:
+        """Raw tile pixels (named bands, per-band nodata values) -> (C, S, S) as the model was trained on."""
         bands = tuple(self.cfg.rs_bands)
-        image = transforms.select_bands(image_CHW, list(band_names), bands)
+        names = list(band_names)
+        image = transforms.select_bands(image_CHW, names, bands)
+        per_band = np.array([nodata[i] if i < len(nodata) else None for i in range(len(names))], dtype=object)
+        image = decode.fill_nodata(
+            image, list(transforms.select_bands(per_band, names, bands)), self.max_nodata_fraction, tile_id
+        )
         return transforms.resize_chw(transforms.normalize_s2(image, bands), self.cfg.rs_image_size)
 
     def load_tile(self, uri: str) -> Tile:
@@ -114,15 +123,15 @@ class Embedder:
         from gair.data.manifest import read_tile_header
 
         info, band_names, data = read_tile_header(uri, self.s3)
-        image, _ = decode.decode_geotiff(data)
-        return Tile(self.prepare_rs(image, band_names), info)
+        image, embedded = decode.decode_geotiff(data)
+        return Tile(self.prepare_rs(image, band_names, embedded.nodata, uri), info)
 
     def manifest_tile(self, row: dict) -> Tile:
         """A manifest row's tile (inline bytes or URI), checked like training checks it."""
         info = decode.check_georeference(row)
-        image = decode.decode_rs(row, info, self.s3)
+        image, embedded = decode.read_rs(row, info, self.s3)
         try:
-            return Tile(self.prepare_rs(image, list(row["band_names"])), info)
+            return Tile(self.prepare_rs(image, list(row["band_names"]), embedded.nodata, str(row.get("tile_id"))), info)
         except KeyError as exc:
             raise decode.BadRowError(decode.Reason.RS_MISSING_BAND, str(row.get("tile_id")), str(exc)) from exc
 
