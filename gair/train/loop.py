@@ -26,7 +26,7 @@ import torch
 from gair.configs import from_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
-from gair.data.pipeline import iter_training_batches
+from gair.data.pipeline import EpochBatchSource, iter_training_batches
 from gair.distributed import all_true, broadcast_object, mean_across_workers
 from gair.tracking import MetricsSink, RunHandle
 from gair.train import checkpoint
@@ -52,19 +52,28 @@ class WorkerSetup:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point for ``TorchTrainer``: ``loop_config`` = {"cfg": resolved config dict, "mlflow": RunHandle | None}."""
+    """Entry point for ``TorchTrainer``: ``loop_config`` = {"cfg": resolved config dict, "mlflow": RunHandle | None,
+    "train_splits": the :class:`gair.data.pipeline.EpochSplits` actor}."""
     cfg = from_dict(PretrainConfig, loop_config["cfg"])
     setup = build_engine(cfg)
     state = restore_latest(setup, cfg)
     sink = _metrics_sink(loop_config.get("mlflow"), setup.rank)
     if setup.rank == 0 and state.step:
         print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch})", flush=True)
-    batches = shard_batches(cfg, ray.train.get_dataset_shard("train"), setup.device)
+    splits = loop_config.get("train_splits")
+    if splits is not None:  # every epoch its own draw (gair.data.pipeline.EpochSplits)
+        batches = EpochBatchSource(splits, cfg.data, cfg.model, rank=setup.rank, device=setup.device)
+    else:
+        batches = shard_batches(cfg, ray.train.get_dataset_shard("train"), setup.device)
     validate = None
     if cfg.train.val_every:
         val_shard = ray.train.get_dataset_shard("val")
         validate = functools.partial(run_validation, cfg, setup.engine, val_shard, setup.device)
-    train_steps(cfg, setup, state, batches, report=ray_report(setup), sink=sink, validate=validate)
+    try:
+        train_steps(cfg, setup, state, batches, report=ray_report(setup), sink=sink, validate=validate)
+    finally:
+        if isinstance(batches, EpochBatchSource):
+            batches.close()  # drop a prefetched next epoch
 
 
 def build_engine(cfg: PretrainConfig) -> WorkerSetup:
@@ -229,10 +238,11 @@ def ray_report(setup: WorkerSetup) -> ReportFn:
 
 
 def shard_batches(cfg: PretrainConfig, shard: Any, device: torch.device) -> BatchSource:
-    """The batch source of a Ray Train dataset shard: every epoch is a new pass over it."""
+    """The batch source of a Ray Train dataset shard: every epoch is a new pass over the same draws
+    (training uses :class:`gair.data.pipeline.EpochBatchSource`: every epoch its own draw)."""
 
     def batches_for_epoch(epoch: int, skip_batches: int) -> Iterator[Batch]:
-        return iter_training_batches(shard, cfg.data, cfg.model, device=device, skip_batches=skip_batches)
+        return iter_training_batches(shard, cfg.data, cfg.model, device=device, skip_batches=skip_batches, epoch=epoch)
 
     return batches_for_epoch
 

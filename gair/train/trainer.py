@@ -22,7 +22,7 @@ from gair import tracking
 from gair.configs import to_dict
 from gair.configs.train import PretrainConfig
 from gair.data import storage
-from gair.data.pipeline import build_dataset
+from gair.data.pipeline import build_dataset, start_epoch_splits
 from gair.tracking import RunHandle
 from gair.train.errors import stop_on_non_retryable_policy
 from gair.train.export import export_checkpoint
@@ -113,7 +113,16 @@ def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) ->
 
 def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[Any] | None = None) -> Any:
     """The TorchTrainer of ``cfg``; rank 0 of its workers logs metrics into ``run`` (None: no MLflow)."""
-    datasets = {"train": build_dataset(cfg.data.train_manifest, cfg.data, cfg.model, train=True)}
+    # Training data: one dataset per epoch, split among the workers by an actor they all reach
+    # (a dataset handed to TorchTrainer would repeat the same draws every epoch).
+    train_splits = start_epoch_splits(
+        cfg.data.train_manifest,
+        cfg.data,
+        cfg.model,
+        cfg.train.num_workers,
+        exclude_cpus=cfg.train.num_workers * cfg.train.cpus_per_worker,
+    )
+    datasets = {}
     if cfg.train.val_every:
         if not cfg.data.val_manifest:
             raise ValueError("train.val_every > 0 needs data.val_manifest (or synthetic training data)")
@@ -123,7 +132,7 @@ def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[An
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     return GairTorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "mlflow": run},
+        train_loop_config={"cfg": to_dict(cfg), "mlflow": run, "train_splits": train_splits},
         torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
@@ -131,7 +140,7 @@ def build_trainer(cfg: PretrainConfig, run: RunHandle | None, callbacks: list[An
             resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": 1} if cfg.train.use_gpu else {})},
         ),
         run_config=build_run_config(cfg, callbacks),
-        datasets=datasets,
+        datasets=datasets or None,
     )
 
 
