@@ -7,6 +7,7 @@ Used through :func:`gair.data.storage.resolve` only.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -20,6 +21,10 @@ from gair.redaction import strip_credentials
 # Connection-level failures: the request never got an answer. Retried (time-bounded) here;
 # s3fs also retries them when it streams ranges of an open file.
 CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+log = logging.getLogger(__name__)
+_RETRY_NOTICE_EVERY_S = 10.0  # one "unreachable, retrying" line per endpoint this often, not one per request
+_last_notice: dict[str, float] = {}
+
 for _exc in CONNECTION_ERRORS:
     if _exc not in s3fs.core.S3_RETRYABLE_ERRORS:
         s3fs.core.add_retryable_error(_exc)
@@ -50,8 +55,34 @@ class GairS3FileSystem(s3fs.S3FileSystem):
                         f"S3 endpoint {self.endpoint} unreachable for {waited:.0f}s "
                         f"({type(exc).__name__}); retry when it is back"
                     ) from exc
+                self._notice_retry(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 8.0)
+
+    async def set_session(self, *args: Any, **kwargs: Any) -> Any:
+        client = await super().set_session(*args, **kwargs)
+        if not getattr(client, "_gair_retry_notice", False):
+            # botocore and s3fs retry a connection failure themselves before it reaches
+            # _call_s3: say so where it happens (botocore asks every handler whether to retry).
+            client.meta.events.register("needs-retry.s3", self._on_needs_retry)
+            client._gair_retry_notice = True
+        return client
+
+    def _on_needs_retry(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        if isinstance(caught_exception, CONNECTION_ERRORS):
+            self._notice_retry(caught_exception)
+        return None  # no opinion: the retry handlers decide
+
+    def _notice_retry(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - _last_notice.get(self.endpoint, -_RETRY_NOTICE_EVERY_S) >= _RETRY_NOTICE_EVERY_S:
+            _last_notice[self.endpoint] = now
+            log.warning(
+                "S3 endpoint %s unreachable (%s); retrying for up to %.0fs",
+                self.endpoint,
+                type(exc).__name__,
+                self.retry_time_limit_s,
+            )
 
     async def _bucket_exists(self, bucket: str) -> bool:
         try:
