@@ -55,6 +55,9 @@ def load_resharded(engine: Any, checkpoint_dir: str | Path) -> None:
 
     _set_weights(engine, names, full["fp32"])
     _ensure_optimizer_states(engine, full.get("step", 0))
+    link = getattr(engine.optimizer, "_lazy_init_hp_params_optimizer_state", None)
+    if link is not None:  # ZeRO 1-2: point each parameter's fragment at the states just made
+        link()
     for key in OPTIM_KEYS:
         if key in full:
             _set_optimizer_state(engine, names, full[key], key)
