@@ -140,6 +140,11 @@ def restore(engine: Any, directory: str | Path) -> TrainState:
     state = read_state(directory)
     world = get_world_size()
     if state.world_size and state.world_size != world:
+        if engine.global_rank == 0:
+            print(
+                f"checkpoint: {state.tag} was written by {state.world_size} workers; "
+                f"resharding its model and optimizer states for {world}"
+            )
         if engine.zero_optimization_stage() >= 1:
             elastic.load_resharded(engine, Path(directory) / state.tag)
         else:

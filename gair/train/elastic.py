@@ -68,6 +68,11 @@ def load_resharded(engine: Any, checkpoint_dir: str | Path) -> None:
             buf.copy_(buffers[name].to(buf.device, buf.dtype))
     if engine.lr_scheduler is not None and model_state.get("lr_scheduler") is not None:
         engine.lr_scheduler.load_state_dict(model_state["lr_scheduler"])
+        # A scheduler's state holds its last LR but does not put it into the optimizer (the
+        # optimizer's own state dict, which the worker-count-bound shards carry, would).
+        groups = engine.lr_scheduler.optimizer.param_groups
+        for group, lr in zip(groups, engine.lr_scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
     engine.global_steps = model_state.get("global_steps", engine.global_steps)
     engine.global_samples = model_state.get("global_samples", engine.global_samples)
     engine.skipped_steps = model_state.get("skipped_steps", engine.skipped_steps)
@@ -151,15 +156,26 @@ def _set_weights(engine: Any, params: dict[str, torch.nn.Parameter], values: dic
 
 
 def _ensure_optimizer_states(engine: Any, step: int) -> None:
-    """Create AdamW's states (torch makes them at the first step) with the saved step count."""
-    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
-    for group in inner.param_groups:
+    """Create AdamW's states (torch makes them at the first step) with the saved step count.
+
+    ZeRO 1-2 give the inner optimizer one flat fp32 partition per parameter group; ZeRO-3
+    steps sub-groups of them (``fp32_partitioned_groups_flat``, swapped into the group
+    one at a time), so its states are keyed by every sub-group's flat partition.
+    """
+    zero = engine.optimizer
+    inner = getattr(zero, "optimizer", zero)
+    if engine.zero_optimization_stage() == 3:
+        flats = [
+            (zero.fp32_partitioned_groups_flat[i], inner.param_groups[g]) for i, g in zero.sub_group_to_group_id.items()
+        ]
+    else:
+        flats = [(q, group) for group in inner.param_groups for q in group["params"]]
+    for q, group in flats:
         on_device = group.get("fused") or group.get("capturable")
-        for q in group["params"]:
-            st = inner.state[q]
-            st.setdefault("exp_avg", torch.zeros_like(q, memory_format=torch.preserve_format))
-            st.setdefault("exp_avg_sq", torch.zeros_like(q, memory_format=torch.preserve_format))
-            st["step"] = torch.tensor(float(step), dtype=torch.float32, device=q.device if on_device else "cpu")
+        st = inner.state[q]
+        st.setdefault("exp_avg", torch.zeros_like(q, memory_format=torch.preserve_format))
+        st.setdefault("exp_avg_sq", torch.zeros_like(q, memory_format=torch.preserve_format))
+        st["step"] = torch.tensor(float(step), dtype=torch.float32, device=q.device if on_device else "cpu")
 
 
 def _set_optimizer_state(engine: Any, params: dict[str, torch.nn.Parameter], values: dict, key: str) -> None:
