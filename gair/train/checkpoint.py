@@ -43,6 +43,7 @@ class TrainState:
     epoch: int = 0  # passes over the training shard started
     batches_in_epoch: int = 0  # micro-batches consumed in the current epoch (data position)
     samples_seen: int = 0  # tiles consumed over all workers
+    world_size: int = 0  # workers that wrote the checkpoint (0: unknown, an older checkpoint)
 
     @property
     def tag(self) -> str:
@@ -60,6 +61,7 @@ def save(engine: Any, state: TrainState, directory: str | Path, *, rank: int, wo
 
     directory = Path(directory)
     world_size = get_world_size() if world_size is None else world_size
+    state.world_size = world_size
     engine.save_checkpoint(str(directory), tag=state.tag, client_state={"train_state": dataclasses.asdict(state)})
     if rank == 0:
         (directory / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
@@ -127,14 +129,37 @@ def read_state(directory: str | Path) -> TrainState:
 
 
 def restore(engine: Any, directory: str | Path) -> TrainState:
-    """Load module, optimizer and LR schedule from a checkpoint directory; returns its TrainState."""
+    """Load module, optimizer and LR schedule from a checkpoint directory; returns its TrainState.
+
+    A checkpoint written by another number of workers is resharded (``gair.train.elastic``)
+    and its data position rescaled to this worker count.
+    """
+    from gair.distributed import get_world_size
+    from gair.train import elastic
+
     state = read_state(directory)
+    world = get_world_size()
+    if state.world_size and state.world_size != world:
+        if engine.global_rank == 0:
+            print(
+                f"checkpoint: {state.tag} was written by {state.world_size} workers; "
+                f"resharding its model and optimizer states for {world}"
+            )
+        if engine.zero_optimization_stage() >= 1:
+            elastic.load_resharded(engine, Path(directory) / state.tag)
+        else:
+            _load(engine, directory, state)
+        return elastic.rescale_position(state, world)
+    _load(engine, directory, state)
+    return state
+
+
+def _load(engine: Any, directory: str | Path, state: TrainState) -> None:
     load_path, _ = engine.load_checkpoint(
         str(directory), tag=state.tag, load_optimizer_states=True, load_lr_scheduler_states=True
     )
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint {state.tag!r} in {directory}")
-    return state
 
 
 def _sort_key(name: str) -> tuple[int, int]:
