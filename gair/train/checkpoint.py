@@ -61,7 +61,7 @@ def save(engine: Any, state: TrainState, directory: str | Path, *, rank: int, wo
 
     directory = Path(directory)
     world_size = get_world_size() if world_size is None else world_size
-    state.world_size = world_size
+    state = dataclasses.replace(state, world_size=world_size)
     engine.save_checkpoint(str(directory), tag=state.tag, client_state={"train_state": dataclasses.asdict(state)})
     if rank == 0:
         (directory / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))

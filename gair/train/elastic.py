@@ -43,10 +43,10 @@ def load_resharded(engine: Any, checkpoint_dir: str | Path) -> None:
     """Load a DeepSpeed checkpoint tag folder written by any number of workers into ``engine``."""
     import deepspeed.comm as dist
 
-    tag_dir = Path(checkpoint_dir)
-    model_state = torch.load(_model_state_file(tag_dir), map_location="cpu", weights_only=False)
     if engine.zero_optimization_stage() == 0:
         raise ValueError("stage-0 checkpoints do not depend on the worker count: use engine.load_checkpoint")
+    tag_dir = Path(checkpoint_dir)
+    model_state = torch.load(_model_state_file(tag_dir), map_location="cpu", weights_only=False)
     full = consolidate(tag_dir)
     names = dict(engine.module.named_parameters())
     missing = [n for n, p in names.items() if p.requires_grad and n not in full["fp32"]]
