@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from gair.configs.base import field
+
+DecodePlacement = Literal["auto", "require", "anywhere"]
 
 
 @dataclass
@@ -71,6 +74,23 @@ class DataConfig:
         help="Concurrent read+decode tasks (Parquet read, GeoTIFF + JPEG decode, resize; one fused task) per dataset.",
     )
     num_cpus_per_decode: float = field(1.0, help="CPUs reserved by each decode task.")
+    decode_resource: str = field(
+        "preprocess",
+        help="Custom Ray resource that marks CPU-only preprocessing nodes (the cluster files' CPU worker group "
+        "offers it). Read and decode tasks that use it each ask for data.decode_resource_per_task of it, so Ray "
+        "runs them only on such nodes and the GPU nodes' CPUs stay with the trainers.",
+    )
+    decode_placement: DecodePlacement = field(
+        "auto",
+        help="Where read and decode tasks run. auto: on data.decode_resource nodes when a live node offers that "
+        "resource, else anywhere (said in one log line); require: always on such nodes (an autoscaling cluster "
+        "starts one from its CPU group; with none and no autoscaler the pipeline waits); anywhere: on any node.",
+    )
+    decode_resource_per_task: float = field(
+        0.001,
+        help="Amount of data.decode_resource each read or decode task asks for: a sliver, so it only picks the "
+        "node (CPUs, via data.num_cpus_per_decode, still limit how many run).",
+    )
     decode_batch_size: int = field(16, help="Tiles per decode task call (Ray Data map_batches batch size).")
     prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
     next_epoch_lookahead: int = field(
@@ -109,6 +129,12 @@ class DataConfig:
             raise ValueError("num_decode_workers and decode_batch_size must be >= 1")
         if self.num_cpus_per_decode <= 0:
             raise ValueError("num_cpus_per_decode must be > 0")
+        if self.decode_placement != "anywhere" and not self.decode_resource.strip():
+            raise ValueError(f"decode_placement={self.decode_placement} needs a decode_resource name")
+        if self.decode_resource in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"decode_resource must be a custom resource, not {self.decode_resource!r}")
+        if self.decode_resource_per_task <= 0:
+            raise ValueError("decode_resource_per_task must be > 0")
         if self.shuffle_buffer < 0 or self.prefetch_batches < 0 or self.next_epoch_lookahead < 0:
             raise ValueError("shuffle_buffer, prefetch_batches and next_epoch_lookahead must be >= 0")
         if any(s <= 0 for s in self.sv_std):

@@ -11,11 +11,16 @@ Bad rows are decoded into zero samples flagged ``ok=False`` (a decode task never
 for a bad row, so one broken image cannot kill a run); the consumer drops them, counts
 them in :class:`BadRowStats` and raises :class:`TooManyBadRowsError` past
 ``data.max_bad_fraction``.
+
+On a cluster with CPU-only preprocessing nodes (those offering the custom resource
+``data.decode_resource``, "preprocess" in ``cluster/``), read and decode tasks ask for a sliver
+of that resource, so they run there and leave the GPU nodes' CPUs to the trainers
+(``data.decode_placement``; :func:`placement_resources`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +133,37 @@ def configure_data_context(data_cfg: DataConfig) -> None:
     ctx.target_max_block_size = 16 * 2**20
 
 
+_placement_said: set[tuple[str, bool, str]] = set()  # (resource, offered, mode) already said
+
+
+def placement_resources(data_cfg: DataConfig, cluster_resources: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Custom resources each read and decode task asks for, by ``data.decode_placement``.
+
+    ``auto``: ``{data.decode_resource: data.decode_resource_per_task}`` when a live node offers
+    that resource (``cluster_resources``, default ``ray.cluster_resources()``), else ``{}`` (any
+    node); which of the two is said once per process. ``require``: always the resource (an
+    autoscaler starts a node offering it; waiting for one is said once). ``anywhere``: ``{}``.
+    """
+    mode = data_cfg.decode_placement
+    if mode == "anywhere":
+        return {}
+    name = data_cfg.decode_resource
+    if cluster_resources is None:
+        cluster_resources = ray.cluster_resources() if ray.is_initialized() else {}
+    offered = float(cluster_resources.get(name, 0.0))
+    found = offered > 0 or mode == "require"
+    if (name, offered > 0, mode) not in _placement_said:
+        _placement_said.add((name, offered > 0, mode))
+        if offered > 0:
+            note = f"read and decode run only on the nodes offering resource {name!r} ({offered:g} in all)"
+        elif mode == "require":
+            note = f"no node offers resource {name!r} yet: read and decode wait for one (an autoscaler starts it)"
+        else:
+            note = f"no node offers resource {name!r}: read and decode run on any node"
+        print(f"data: {note} (data.decode_placement={mode})", flush=True)
+    return {name: data_cfg.decode_resource_per_task} if found else {}
+
+
 def read_manifest_schema(manifest_uri: str, s3: storage.S3Options | None = None) -> pa.Schema:
     """Schema of the first shard of a manifest, checked; raises SchemaError or FileNotFoundError."""
     return list_manifest(manifest_uri, s3).schema
@@ -183,16 +219,20 @@ def build_dataset(
         # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
         # step that would hold every block before the first batch (no longer streaming).
         paths = [paths[i] for i in np.random.default_rng([data_cfg.seed, epoch]).permutation(len(paths))]
-    # Read and decode get the same concurrency and CPUs (what Ray Data needs to fuse two map
-    # operators; Ray 2.60's Parquet read still runs as its own operator): together they never ask
-    # for more than num_decode_workers x num_cpus_per_decode CPUs.
+    # Read and decode get the same concurrency, CPUs and placement (what Ray Data needs to fuse
+    # two map operators; Ray 2.60's Parquet read still runs as its own operator): together they
+    # never ask for more than num_decode_workers x num_cpus_per_decode CPUs, and with a
+    # preprocessing resource neither runs on (or holds the CPUs of) a node without it.
+    # (Ray Data's file listing, a moment's work before the read, takes no such arguments.)
+    placement = placement_resources(data_cfg) or None
     ds = ray.data.read_parquet(
         paths,
         filesystem=fs,
         columns=list(schema.COLUMNS),
         file_extensions=["parquet"],
         concurrency=data_cfg.num_decode_workers,
-        ray_remote_args={"num_cpus": data_cfg.num_cpus_per_decode},
+        num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
     )
     return ds.map_batches(
         _decode_batch,
@@ -201,6 +241,7 @@ def build_dataset(
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
     )
 
 

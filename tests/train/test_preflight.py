@@ -82,6 +82,17 @@ def test_workers_that_do_not_fit_the_cluster_are_refused(tmp_path):
     preflight.check_resources(_cfg(tmp_path, "train.num_workers=8", "run.check_resources=false"), {"CPU": 2.0})
 
 
+def test_require_placement_without_a_node_offering_the_resource_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, "data.decode_placement=require")
+    with pytest.raises(preflight.PreflightError, match="no node offers resource 'preprocess'"):
+        preflight.check_resources(cfg, {"CPU": 16.0})
+    preflight.check_resources(cfg, {"CPU": 16.0, "preprocess": 32.0})
+    preflight.check_resources(
+        _cfg(tmp_path, "data.decode_placement=require", "run.check_resources=false"), {"CPU": 2.0}
+    )
+    preflight.check_resources(_cfg(tmp_path), {"CPU": 2.0})  # auto: runs anywhere without one
+
+
 def test_a_storage_path_in_a_missing_bucket_says_so_and_creates_nothing(tmp_path, s3_server):
     import boto3
 
