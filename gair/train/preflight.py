@@ -72,6 +72,9 @@ def check_inputs(cfg: PretrainConfig) -> None:
     check_writable(cfg.run.storage_path, "run.storage_path")
     if cfg.data.train_manifest:
         check_manifest(cfg.data.train_manifest, "data.train_manifest")
+    elif cfg.data.mixed:
+        for i, src in enumerate(cfg.data.train_manifests):
+            check_manifest(src.uri, f"data.train_manifests[{i}] ({src.uri})")
     else:
         check_writable(cfg.run.synthetic_dir, "run.synthetic_dir")
     if cfg.data.val_manifest and cfg.train.val_every:

@@ -130,3 +130,15 @@ def test_the_job_exits_2_with_one_line_before_ray_or_mlflow(tmp_path):
         f"error: data.train_manifest: manifest {tmp_path / 'absent'} does not exist"
     ]
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run (not even a store) was opened
+
+
+def test_every_mixed_manifest_is_checked(tmp_path):
+    from gair.data import synthetic
+
+    synthetic_manifest = synthetic.write_synthetic(
+        str(tmp_path / "syn"), tiles=2, obs_per_tile=1, seed=0, tile_size=16, sv_size=16
+    )
+    preflight.check_inputs(_cfg(tmp_path, f"data.train_manifests={synthetic_manifest}:2,{synthetic_manifest}:1"))
+    cfg = _cfg(tmp_path, f"data.train_manifests={synthetic_manifest}:2,{tmp_path / 'absent'}:1")
+    with pytest.raises(preflight.PreflightError, match=r"data.train_manifests\[1\] .*absent does not exist"):
+        preflight.check_inputs(cfg)
