@@ -533,9 +533,16 @@ class _Prefetch:
             it.push_front(first)
         return it
 
-    def close(self) -> None:
-        """Give up on the result without waiting for it."""
+    def close(self, timeout_s: float = 120.0) -> None:
+        """Give up on the result; wait (up to ``timeout_s``) for the thread to end.
+
+        The thread must not outlive its owner: one still pulling from a Ray Data pipeline
+        after the worker's Ray connection is shut down makes Ray start a new local instance.
+        """
         self._closed = True
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            print(f"data: the prefetch of the next epoch did not end within {timeout_s:.0f}s; leaving it")
         self._result = None
 
 
