@@ -117,6 +117,19 @@ def _to_mapping(value: Any, tp: Any, where: str) -> dict:
 def _to_section(value: Any, tp: Any, where: str) -> Any:
     if isinstance(value, tp):
         return value
+    parse = getattr(tp, "parse", None)
+    if isinstance(value, str) and callable(parse):  # a section with a one-string form (a CLI value)
+        try:
+            value = parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        validate = getattr(value, "validate", None)
+        if callable(validate):
+            try:
+                validate()
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
+        return value
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
     return from_dict(tp, value, prefix=where)

@@ -2,9 +2,84 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from gair.configs.base import field
+
+DecodePlacement = Literal["auto", "require", "anywhere"]
+
+MIX_HELP = (
+    "Several training manifests mixed by weight, instead of data.train_manifest (set one or the other): a list "
+    "of {uri, weight, name} (name optional: the label in the progress line, else derived from the URI). On the "
+    "command line: data.train_manifests=URI:WEIGHT,[NAME=]URI:WEIGHT (weight optional, 1; or a YAML flow list). "
+    "Each epoch has as many tiles as all the manifests hold together (T = sum of N_i); manifest i contributes "
+    "about n_i = round(weight_i / sum of weights x T) tiles: every one of its rows floor(n_i / N_i) times, plus "
+    "once more with probability frac(n_i / N_i), decided by a hash of (data.seed, epoch, i, tile_id) (without "
+    "replacement up to its size, with whole extra copies beyond it; each copy draws its own augmentation). So "
+    "every epoch draws anew, deterministically from (seed, epoch), and a resumed epoch is the same. The shards "
+    "of all manifests are read interleaved in one order drawn from (seed, epoch); all must be on the same "
+    "filesystem (all local or all S3). Tiles seen per manifest show as tiles_<name>=N in the progress line."
+)
+
+
+@dataclass
+class ManifestSource:
+    """One entry of ``data.train_manifests``: a manifest URI, its sampling weight, an optional label."""
+
+    uri: str = field("", help="URI of the manifest (directory of Parquet shards; local path or s3://).")
+    weight: float = field(1.0, help="Sampling weight (> 0), relative to the other entries.")
+    name: str = field("", help="Label in the progress line (tiles_<name>=N); empty: derived from the URI.")
+
+    @classmethod
+    def parse(cls, text: str) -> ManifestSource:
+        """``[NAME=]URI[:WEIGHT]`` (the command-line form of one entry)."""
+        text = text.strip()
+        name = ""
+        head, eq, rest = text.partition("=")
+        if eq and "/" not in head and ":" not in head:
+            name, text = head.strip(), rest.strip()
+        uri, weight = text, 1.0
+        base, colon, tail = text.rpartition(":")
+        if colon and base and "/" not in tail:
+            try:
+                weight = float(tail)
+            except ValueError:
+                raise ValueError(f"manifest entry {text!r}: weight {tail!r} is not a number (URI:WEIGHT)") from None
+            uri = base
+        return cls(uri=uri.strip(), weight=weight, name=name)
+
+    def validate(self) -> None:
+        if not self.uri.strip():
+            raise ValueError("a train_manifests entry has an empty uri")
+        if not self.weight > 0:  # also rejects NaN
+            raise ValueError(f"train_manifests entry {self.uri}: weight must be > 0, got {self.weight}")
+        if self.name and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ValueError(f"train_manifests entry {self.uri}: name {self.name!r} may hold only A-Z a-z 0-9 _ . -")
+
+
+def source_labels(sources: list[ManifestSource]) -> list[str]:
+    """A short unique label per source: its ``name``, else the last part of its URI that is not
+    ``manifest``/``*.parquet`` (``s3://b/naip/v2/manifest`` -> ``v2``), made unique with ``_<i>``."""
+    labels = []
+    for i, src in enumerate(sources):
+        label = src.name
+        if not label:
+            parts = [p for p in re.split(r"[/\\]+", src.uri.split("://", 1)[-1]) if p]
+            keep = [p for p in parts if p.lower() != "manifest" and not p.lower().endswith(".parquet")]
+            label = re.sub(r"[^A-Za-z0-9_.-]+", "_", keep[-1] if keep else "") or f"src{i}"
+        labels.append(label)
+    return [f"{lab}_{i}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+
+
+def _coerce_sources(value: Any) -> Any:
+    """The command-line form (``URI:W,URI:W`` or a list of such strings) as a list of entries."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        return [ManifestSource.parse(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 @dataclass
@@ -12,6 +87,7 @@ class DataConfig:
     train_manifest: str = field(
         "", help="URI of the training manifest (directory of Parquet shards; local path or s3://)."
     )
+    train_manifests: list[ManifestSource] = field(default_factory=list, help=MIX_HELP)
     val_manifest: str = field("", help="URI of the validation manifest; empty for none.")
     batch_size: int = field(32, help="RS tiles per worker per step (B).")
     obs_per_tile: int = field(
@@ -71,6 +147,23 @@ class DataConfig:
         help="Concurrent read+decode tasks (Parquet read, GeoTIFF + JPEG decode, resize; one fused task) per dataset.",
     )
     num_cpus_per_decode: float = field(1.0, help="CPUs reserved by each decode task.")
+    decode_resource: str = field(
+        "preprocess",
+        help="Custom Ray resource that marks CPU-only preprocessing nodes (the cluster files' CPU worker group "
+        "offers it). Read and decode tasks that use it each ask for data.decode_resource_per_task of it, so Ray "
+        "runs them only on such nodes and the GPU nodes' CPUs stay with the trainers.",
+    )
+    decode_placement: DecodePlacement = field(
+        "auto",
+        help="Where read and decode tasks run. auto: on data.decode_resource nodes when a live node offers that "
+        "resource, else anywhere (said in one log line); require: always on such nodes (an autoscaling cluster "
+        "starts one from its CPU group; with none and no autoscaler the pipeline waits); anywhere: on any node.",
+    )
+    decode_resource_per_task: float = field(
+        0.001,
+        help="Amount of data.decode_resource each read or decode task asks for: a sliver, so it only picks the "
+        "node (CPUs, via data.num_cpus_per_decode, still limit how many run).",
+    )
     decode_batch_size: int = field(16, help="Tiles per decode task call (Ray Data map_batches batch size).")
     prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
     next_epoch_lookahead: int = field(
@@ -88,7 +181,21 @@ class DataConfig:
     s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
     s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
 
+    def __post_init__(self) -> None:
+        self.train_manifests = _coerce_sources(self.train_manifests)
+
+    @property
+    def mixed(self) -> bool:
+        """Several manifests mixed by weight (``data.train_manifests``)."""
+        return bool(self.train_manifests)
+
     def validate(self) -> None:
+        if self.train_manifests and self.train_manifest:
+            raise ValueError("set data.train_manifest or data.train_manifests, not both")
+        for src in self.train_manifests:
+            if not isinstance(src, ManifestSource):
+                raise ValueError(f"train_manifests entries must be {{uri, weight}} mappings, got {src!r}")
+            src.validate()
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.obs_per_tile < 1:
@@ -109,6 +216,12 @@ class DataConfig:
             raise ValueError("num_decode_workers and decode_batch_size must be >= 1")
         if self.num_cpus_per_decode <= 0:
             raise ValueError("num_cpus_per_decode must be > 0")
+        if self.decode_placement != "anywhere" and not self.decode_resource.strip():
+            raise ValueError(f"decode_placement={self.decode_placement} needs a decode_resource name")
+        if self.decode_resource in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"decode_resource must be a custom resource, not {self.decode_resource!r}")
+        if self.decode_resource_per_task <= 0:
+            raise ValueError("decode_resource_per_task must be > 0")
         if self.shuffle_buffer < 0 or self.prefetch_batches < 0 or self.next_epoch_lookahead < 0:
             raise ValueError("shuffle_buffer, prefetch_batches and next_epoch_lookahead must be >= 0")
         if any(s <= 0 for s in self.sv_std):

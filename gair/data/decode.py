@@ -112,6 +112,7 @@ class DecodeSpec:
     epoch: int = 0
     max_nodata_fraction: float = 0.5  # skip a tile with more nodata/NaN/Inf pixels than this
     visit_all: bool = False  # ceil(N / K) visits per tile with disjoint observations (training epochs)
+    copy: int = 0  # which copy of a tile drawn more than once in an epoch (data.train_manifests): its own draws
     s3: storage.S3Options = field(default_factory=storage.S3Options)
 
 
@@ -350,12 +351,13 @@ def valid_observations(
 # ------------------------------------------------------------------------- sample
 
 
-def row_rng(seed: int, epoch: int, tile_id: str, visit: int | None = None) -> np.random.Generator:
-    """A generator that depends only on (seed, epoch, tile id[, visit]): the same draws on any worker,
-    in any order. Each visit of a tile gets its own generator (crop, flips, extra points, and whatever
-    other per-sample augmentation draws from it); ``visit=None`` is the tile's own (observation order)."""
+def row_rng(seed: int, epoch: int, tile_id: str, visit: int | None = None, copy: int = 0) -> np.random.Generator:
+    """A generator that depends only on (seed, epoch, tile id[, visit][, copy]): the same draws on any
+    worker, in any order. Each visit of a tile gets its own generator (crop, flips, extra points, and
+    whatever other per-sample augmentation draws from it); ``visit=None`` is the tile's own (observation
+    order). ``copy`` > 0: another copy of a tile drawn several times in one epoch (its own draws)."""
     digest = hashlib.blake2b(tile_id.encode(), digest_size=8).digest()
-    key = [seed, epoch, int.from_bytes(digest, "little")]
+    key = [seed, epoch, int.from_bytes(digest, "little")] + ([2, copy] if copy else [])
     return np.random.default_rng(key if visit is None else [*key, 1, visit])
 
 
@@ -410,7 +412,7 @@ def decode_visits(
     visits = observation_visits(
         obs_ok,
         spec.obs_per_tile,
-        row_rng(spec.seed, spec.epoch, tile_id) if spec.augment else None,
+        row_rng(spec.seed, spec.epoch, tile_id, copy=spec.copy) if spec.augment else None,
         visit_all=spec.visit_all,
     )
 
@@ -449,7 +451,7 @@ def _sample(
     visit: int,
 ) -> dict[str, np.ndarray]:
     """One visit of a tile: crop/flip the RS image, place its street views, draw its extra points."""
-    rng = row_rng(spec.seed, spec.epoch, tile_id, visit)
+    rng = row_rng(spec.seed, spec.epoch, tile_id, visit, copy=spec.copy)
     chosen = np.array([i for i in chosen if int(i) in street_views], dtype=np.int64)
     if spec.augment:
         aug = transforms.sample_geometry_aug(

@@ -11,11 +11,19 @@ Bad rows are decoded into zero samples flagged ``ok=False`` (a decode task never
 for a bad row, so one broken image cannot kill a run); the consumer drops them, counts
 them in :class:`BadRowStats` and raises :class:`TooManyBadRowsError` past
 ``data.max_bad_fraction``.
+
+On a cluster with CPU-only preprocessing nodes (those offering the custom resource
+``data.decode_resource``, "preprocess" in ``cluster/``), read and decode tasks ask for a sliver
+of that resource, so they run there and leave the GPU nodes' CPUs to the trainers
+(``data.decode_placement``; :func:`placement_resources`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import hashlib
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +34,7 @@ import ray
 import ray.data
 import torch
 
-from gair.configs.data import DataConfig
+from gair.configs.data import DataConfig, source_labels
 from gair.configs.model import ModelConfig
 from gair.data import decode, schema, storage, transforms
 
@@ -128,6 +136,37 @@ def configure_data_context(data_cfg: DataConfig) -> None:
     ctx.target_max_block_size = 16 * 2**20
 
 
+_placement_said: set[tuple[str, bool, str]] = set()  # (resource, offered, mode) already said
+
+
+def placement_resources(data_cfg: DataConfig, cluster_resources: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Custom resources each read and decode task asks for, by ``data.decode_placement``.
+
+    ``auto``: ``{data.decode_resource: data.decode_resource_per_task}`` when a live node offers
+    that resource (``cluster_resources``, default ``ray.cluster_resources()``), else ``{}`` (any
+    node); which of the two is said once per process. ``require``: always the resource (an
+    autoscaler starts a node offering it; waiting for one is said once). ``anywhere``: ``{}``.
+    """
+    mode = data_cfg.decode_placement
+    if mode == "anywhere":
+        return {}
+    name = data_cfg.decode_resource
+    if cluster_resources is None:
+        cluster_resources = ray.cluster_resources() if ray.is_initialized() else {}
+    offered = float(cluster_resources.get(name, 0.0))
+    found = offered > 0 or mode == "require"
+    if (name, offered > 0, mode) not in _placement_said:
+        _placement_said.add((name, offered > 0, mode))
+        if offered > 0:
+            note = f"read and decode run only on the nodes offering resource {name!r} ({offered:g} in all)"
+        elif mode == "require":
+            note = f"no node offers resource {name!r} yet: read and decode wait for one (an autoscaler starts it)"
+        else:
+            note = f"no node offers resource {name!r}: read and decode run on any node"
+        print(f"data: {note} (data.decode_placement={mode})", flush=True)
+    return {name: data_cfg.decode_resource_per_task} if found else {}
+
+
 def read_manifest_schema(manifest_uri: str, s3: storage.S3Options | None = None) -> pa.Schema:
     """Schema of the first shard of a manifest, checked; raises SchemaError or FileNotFoundError."""
     return list_manifest(manifest_uri, s3).schema
@@ -183,16 +222,20 @@ def build_dataset(
         # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
         # step that would hold every block before the first batch (no longer streaming).
         paths = [paths[i] for i in np.random.default_rng([data_cfg.seed, epoch]).permutation(len(paths))]
-    # Read and decode get the same concurrency and CPUs (what Ray Data needs to fuse two map
-    # operators; Ray 2.60's Parquet read still runs as its own operator): together they never ask
-    # for more than num_decode_workers x num_cpus_per_decode CPUs.
+    # Read and decode get the same concurrency, CPUs and placement (what Ray Data needs to fuse
+    # two map operators; Ray 2.60's Parquet read still runs as its own operator): together they
+    # never ask for more than num_decode_workers x num_cpus_per_decode CPUs, and with a
+    # preprocessing resource neither runs on (or holds the CPUs of) a node without it.
+    # (Ray Data's file listing, a moment's work before the read, takes no such arguments.)
+    placement = placement_resources(data_cfg) or None
     ds = ray.data.read_parquet(
         paths,
         filesystem=fs,
         columns=list(schema.COLUMNS),
         file_extensions=["parquet"],
         concurrency=data_cfg.num_decode_workers,
-        ray_remote_args={"num_cpus": data_cfg.num_cpus_per_decode},
+        num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
     )
     return ds.map_batches(
         _decode_batch,
@@ -201,7 +244,125 @@ def build_dataset(
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
     )
+
+
+@dataclass(frozen=True)
+class MixSource:
+    """One manifest of ``data.train_manifests``, listed: its label, weight, files and row count."""
+
+    label: str
+    weight: float
+    files: ManifestFiles
+    rows: int
+
+
+def list_sources(data_cfg: DataConfig) -> list[MixSource]:
+    """List every manifest of ``data.train_manifests`` once (files, schema, rows from Parquet footers)."""
+    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    labels = source_labels(data_cfg.train_manifests)
+    out: list[MixSource] = []
+    seen: dict[str, str] = {}
+    fs_type = None
+    for src, label in zip(data_cfg.train_manifests, labels, strict=True):
+        files = list_manifest(src.uri, s3)
+        fs, _ = storage.resolve(src.uri, s3)
+        if fs_type is not None and type(fs) is not fs_type:
+            raise ValueError(f"data.train_manifests: {src.uri} is not on the filesystem of the first manifest")
+        fs_type = type(fs)
+        for path in files.paths:
+            if path in seen:
+                raise ValueError(f"data.train_manifests: {path} is in both {seen[path]} and {label}")
+            seen[path] = label
+        rows = sum(pq.read_metadata(fs.open_input_file(p)).num_rows for p in files.paths)
+        if rows == 0:
+            raise ValueError(f"data.train_manifests: manifest {src.uri} holds no rows")
+        out.append(MixSource(label, float(src.weight), files, rows))
+    return out
+
+
+def mix_rates(sources: list[MixSource]) -> list[float]:
+    """Expected draws of each row of each source per epoch: ``round(w_i / W * T) / N_i`` (T = sum of N_i)."""
+    total, weights = sum(s.rows for s in sources), sum(s.weight for s in sources)
+    return [round(s.weight / weights * total) / s.rows for s in sources]
+
+
+def mix_copies(seed: int, epoch: int, source: int, tile_id: str, rate: float) -> int:
+    """How many times a row is drawn this epoch: floor(rate), plus one with probability frac(rate),
+    from a hash of (seed, epoch, source, tile_id): the same on any worker, in any order."""
+    whole = math.floor(rate)
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{source}/{tile_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "little") / 2**64
+    return whole + (u < rate - whole)
+
+
+def build_mixed_dataset(
+    sources: list[MixSource], data_cfg: DataConfig, model_cfg: ModelConfig, *, epoch: int = 0
+) -> ray.data.Dataset:
+    """One training epoch of several manifests mixed by weight (``data.train_manifests``).
+
+    The shards of all sources are read in one order drawn from (``data.seed``, epoch); each row
+    of source i is decoded :func:`mix_copies` times (about ``round(w_i / W * T)`` tiles from source i,
+    T the rows of all sources), each copy with its own augmentation; every sample carries its
+    source's index in the column ``source``.
+    """
+    configure_data_context(data_cfg)
+    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    fs, _ = storage.resolve(sources[0].files.uri, s3)
+    tagged = [(path, i) for i, src in enumerate(sources) for path in src.files.paths]
+    order = np.random.default_rng([data_cfg.seed, epoch]).permutation(len(tagged))
+    paths = [tagged[k][0] for k in order]
+    placement = placement_resources(data_cfg) or None
+    ds = ray.data.read_parquet(
+        paths,
+        filesystem=fs,
+        columns=list(schema.COLUMNS),
+        file_extensions=["parquet"],
+        include_paths=True,
+        concurrency=data_cfg.num_decode_workers,
+        num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
+    )
+    return ds.map_batches(
+        _mix_decode_batch,
+        fn_kwargs={
+            "spec": decode_spec(data_cfg, model_cfg, train=True, epoch=epoch),
+            "source_of": {_path_key(p): i for p, i in tagged},
+            "rates": mix_rates(sources),
+        },
+        batch_size=data_cfg.decode_batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
+        num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement,
+    )
+
+
+def _path_key(path: str) -> str:
+    """A file path as the ``path`` column of ``read_parquet(include_paths=True)`` has it, or as listed."""
+    return path.split("://", 1)[-1].lstrip("/")
+
+
+def _mix_decode_batch(
+    table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float]
+) -> dict[str, np.ndarray]:
+    torch.set_num_threads(1)
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        i = source_of[_path_key(str(row.pop("path")))]
+        for copy in range(mix_copies(spec.seed, spec.epoch, i, str(row.get("tile_id")), rates[i])):
+            groups.setdefault((i, copy), []).append(row)
+    parts = []
+    for (i, copy), rows in sorted(groups.items()):
+        out = decode.decode_rows(rows, dataclasses.replace(spec, copy=copy))
+        out["source"] = np.full(len(out["ok"]), i, dtype=np.int64)
+        parts.append(out)
+    if not parts:
+        out = decode.decode_rows([], spec)
+        out["source"] = np.zeros(0, dtype=np.int64)
+        return out
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class EpochSplits:
@@ -227,16 +388,21 @@ class EpochSplits:
         )  # fmt: skip
         self.exclude_cpus = exclude_cpus  # held by the trainers: not the pipeline's to plan with
         s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
-        self.files = list_manifest(manifest_uri, s3)
+        # Several manifests mixed by weight (data.train_manifests; manifest_uri is then unused).
+        self.sources = list_sources(data_cfg) if data_cfg.mixed else None
+        self.files = None if self.sources else list_manifest(manifest_uri, s3)
         self._splits: dict[int, tuple[list[Any], set[int]]] = {}
 
     def split(self, epoch: int, rank: int) -> Any:
         iterators, taken = self._splits.get(epoch, (None, set()))
         if iterators is None or rank in taken:
             restart = iterators is not None
-            ds = build_dataset(
-                self.manifest_uri, self.data_cfg, self.model_cfg, train=True, epoch=epoch, files=self.files
-            )
+            if self.sources:
+                ds = build_mixed_dataset(self.sources, self.data_cfg, self.model_cfg, epoch=epoch)
+            else:
+                ds = build_dataset(
+                    self.manifest_uri, self.data_cfg, self.model_cfg, train=True, epoch=epoch, files=self.files
+                )
             if self.exclude_cpus:
                 ds.context.execution_options.exclude_resources = ray.data.ExecutionResources(cpu=self.exclude_cpus)
             iterators, taken = ds.streaming_split(self.world_size, equal=True), set()
@@ -367,9 +533,16 @@ class _Prefetch:
             it.push_front(first)
         return it
 
-    def close(self) -> None:
-        """Give up on the result without waiting for it."""
+    def close(self, timeout_s: float = 120.0) -> None:
+        """Give up on the result; wait (up to ``timeout_s``) for the thread to end.
+
+        The thread must not outlive its owner: one still pulling from a Ray Data pipeline
+        after the worker's Ray connection is shut down makes Ray start a new local instance.
+        """
         self._closed = True
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            print(f"data: the prefetch of the next epoch did not end within {timeout_s:.0f}s; leaving it")
         self._result = None
 
 
@@ -446,7 +619,8 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
                 self.stats.add_skipped(chunk["skipped_obs"])
             if self.stats.seen >= cfg.min_rows_before_bad_check:
                 self.stats.check(cfg.max_bad_fraction)
-            good = {k: chunk[k][chunk["ok"]] for k in SAMPLE_KEYS}
+            keys = SAMPLE_KEYS + (("source",) if "source" in chunk else ())  # mixed manifests: each sample's
+            good = {k: chunk[k][chunk["ok"]] for k in keys}
             if len(good["rs"]):
                 pending.append(good)
                 n_pending += len(good["rs"])
@@ -461,6 +635,7 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
 
     def _to_torch(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+        source = out.pop("source", None)  # stays on the host: the loop only counts it
         # Indices of the real observations, found here on the host: the model selects them
         # without a data-dependent (host-synchronising) boolean index on the device.
         out["sv_index"] = torch.from_numpy(np.flatnonzero(np.asarray(batch["sv_mask"]).reshape(-1)))
@@ -470,6 +645,8 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
         # Normalize street views on the consumer (and on the GPU when there is one): the
         # object store carries uint8, 4x less than float32.
         out["sv"] = transforms.normalize_sv(out["sv"], out["sv_mask"], self.data_cfg.sv_mean, self.data_cfg.sv_std)
+        if source is not None:
+            out["source"] = source
         return out
 
 
@@ -487,7 +664,7 @@ def _take(
     pending: list[dict[str, np.ndarray]], n: int
 ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
     """The first ``n`` rows of the pending chunks, and what is left."""
-    merged = {k: np.concatenate([p[k] for p in pending]) for k in SAMPLE_KEYS}
+    merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
     batch = {k: v[:n] for k, v in merged.items()}
     rest = {k: v[n:] for k, v in merged.items()}
     left = len(rest["rs"])

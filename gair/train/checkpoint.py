@@ -44,6 +44,7 @@ class TrainState:
     batches_in_epoch: int = 0  # micro-batches consumed in the current epoch (data position)
     samples_seen: int = 0  # tiles consumed over all workers
     world_size: int = 0  # workers that wrote the checkpoint (0: unknown, an older checkpoint)
+    source_tiles: dict[str, int] = dataclasses.field(default_factory=dict)  # per data.train_manifests label
 
     @property
     def tag(self) -> str:

@@ -24,6 +24,7 @@ import ray.train.torch
 import torch
 
 from gair.configs import from_dict
+from gair.configs.data import source_labels
 from gair.configs.train import PretrainConfig
 from gair.data import storage
 from gair.data.pipeline import EpochBatchSource, iter_training_batches
@@ -169,6 +170,9 @@ def train_step(
         start = time.perf_counter()
         batch = next(batches)
         meter.add_data_wait(time.perf_counter() - start)
+        source = batch.pop("source", None)  # mixed manifests (data.train_manifests): counted, not trained on
+        if source is not None:
+            meter.add_sources(source)
         loss, metrics = engine(batch)
         engine.backward(loss)
         engine.step()
@@ -257,7 +261,14 @@ def log_progress(
     """Average the interval's metrics over workers; rank 0 prints them and logs them to MLflow."""
     local = meter.summary()
     samples_per_s = local.pop("samples_per_s")  # already counts every worker's samples
+    labels = source_labels(cfg.data.train_manifests) if cfg.data.mixed else []
+    counts = meter.source_counts()
+    local.update({f"tiles_{label}": float(counts.get(i, 0)) for i, label in enumerate(labels)})
     summary = mean_across_workers(local)
+    for label in labels:  # tiles of each source so far, over all workers (the mean times the workers)
+        key = f"tiles_{label}"
+        state.source_tiles[label] = state.source_tiles.get(label, 0) + round(summary[key] * setup.world_size)
+        summary[key] = float(state.source_tiles[label])
     summary["samples_per_s"] = samples_per_s
     summary["lr"] = float(setup.engine.get_lr()[0])
     summary["epoch"] = float(state.epoch)

@@ -72,6 +72,9 @@ def check_inputs(cfg: PretrainConfig) -> None:
     check_writable(cfg.run.storage_path, "run.storage_path")
     if cfg.data.train_manifest:
         check_manifest(cfg.data.train_manifest, "data.train_manifest")
+    elif cfg.data.mixed:
+        for i, src in enumerate(cfg.data.train_manifests):
+            check_manifest(src.uri, f"data.train_manifests[{i}] ({src.uri})")
     else:
         check_writable(cfg.run.synthetic_dir, "run.synthetic_dir")
     if cfg.data.val_manifest and cfg.train.val_every:
@@ -90,6 +93,13 @@ def check_resources(cfg: PretrainConfig, available: dict[str, float]) -> None:
     would wait for them forever."""
     if not cfg.run.check_resources:
         return
+    d = cfg.data
+    if d.decode_placement == "require" and available.get(d.decode_resource, 0.0) <= 0:
+        raise PreflightError(
+            f"no node offers resource {d.decode_resource!r}, which data.decode_placement=require has every "
+            "read and decode task wait for: add such nodes (cluster/: the CPU preprocessing group), use "
+            "data.decode_placement=auto, or run.check_resources=false on an autoscaling cluster that starts them"
+        )
     need = required_resources(cfg)
     short = {k: v for k, v in need.items() if available.get(k, 0.0) + 1e-9 < v}
     if short:

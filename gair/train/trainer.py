@@ -61,7 +61,7 @@ def prepare_data(cfg: PretrainConfig) -> PretrainConfig:
     With validation on (``train.val_every``) and no ``data.val_manifest``, a synthetic
     validation set is generated too (another seed: other tiles and locations).
     """
-    if cfg.data.train_manifest:
+    if cfg.data.train_manifest or cfg.data.mixed:
         return cfg
     train_uri = _synthetic_manifest(
         cfg.run.synthetic_dir, cfg.run.synthetic_tiles, cfg.data.obs_per_tile, cfg.data.seed
@@ -255,6 +255,15 @@ def log_and_register(
     return registered.uri
 
 
+def _data_line(cfg: PretrainConfig) -> str:
+    """The training data of the model card: the manifest, or each mixed one with its weight."""
+    if cfg.data.mixed:
+        return ", ".join(
+            f"`{tracking.strip_credentials(s.uri)}` (weight {s.weight:g})" for s in cfg.data.train_manifests
+        )
+    return f"`{tracking.strip_credentials(cfg.data.train_manifest) or 'synthetic'}`"
+
+
 def model_card(cfg: PretrainConfig, final: dict[str, float], *, run_id: str, steps: int) -> str:
     """MODEL_CARD.md of the exported model: data, batch, optimizer, inputs, final metrics, how to load."""
     m = cfg.model
@@ -262,7 +271,7 @@ def model_card(cfg: PretrainConfig, final: dict[str, float], *, run_id: str, ste
     return f"""# GAIR ({m.size}) pretrained by `jobs/pretrain.py`
 
 - MLflow run: `{run_id}`, run name `{cfg.run.name}`, {steps} optimizer steps
-- Data: `{tracking.strip_credentials(cfg.data.train_manifest) or "synthetic"}`
+- Data: {_data_line(cfg)}
 - Global batch: {cfg.global_batch_size} tiles ({cfg.train.num_workers} workers x {cfg.data.batch_size}
   x {cfg.train.grad_accum_steps} accumulation), {cfg.data.obs_per_tile} street views and
   {cfg.data.extra_points} extra query points per tile

@@ -6,8 +6,9 @@ what the autoscaler can grow it to (max nodes times GPUs per node).
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -33,6 +34,7 @@ class NodeGroup:
     gpus_per_node: int
     cpus_per_node: float
     max_nodes: int
+    custom_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"preprocess": 32}
 
     @property
     def gpu_capacity(self) -> int:
@@ -58,6 +60,7 @@ def launcher_node_groups(config: dict) -> list[NodeGroup]:
                 int(resources.get("GPU", 0)),
                 float(resources.get("CPU", 0)),
                 max_nodes,
+                {k: float(v) for k, v in resources.items() if k not in ("CPU", "GPU", "memory")},
             )
         )
     return groups
@@ -66,6 +69,18 @@ def launcher_node_groups(config: dict) -> list[NodeGroup]:
 def _cpu_quantity(value: str | int) -> float:
     value = str(value)
     return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+
+
+def ray_start_custom_resources(ray_start_params: dict) -> dict[str, float]:
+    """Custom resources of a KubeRay group's ``rayStartParams.resources``: the JSON of
+    ``ray start --resources`` written as a quoted string, e.g. ``'"{\\"preprocess\\": 30}"'``."""
+    value = ray_start_params.get("resources")
+    if value is None:
+        return {}
+    parsed = json.loads(value)
+    if isinstance(parsed, str):  # the quoted form KubeRay documents: a JSON string holding the JSON
+        parsed = json.loads(parsed)
+    return {k: float(v) for k, v in parsed.items()}
 
 
 def kuberay_node_groups(cluster_spec: dict) -> list[NodeGroup]:
@@ -79,9 +94,15 @@ def kuberay_node_groups(cluster_spec: dict) -> list[NodeGroup]:
                 int(limits.get("nvidia.com/gpu", 0)),
                 _cpu_quantity(limits["cpu"]),
                 int(group["maxReplicas"]),
+                ray_start_custom_resources(group.get("rayStartParams", {})),
             )
         )
     return groups
+
+
+def preprocessing_groups(groups: list[NodeGroup], resource: str) -> list[NodeGroup]:
+    """The CPU-only groups that offer the data pipeline's decode resource."""
+    return [g for g in groups if g.gpus_per_node == 0 and g.custom_resources.get(resource, 0) > 0]
 
 
 def largest_node_group(groups: list[NodeGroup]) -> NodeGroup:

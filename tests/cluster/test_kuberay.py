@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gair.configs.data import DataConfig
 from tests.cluster._cluster_files import (
     IMAGE_TAG_RE,
     RAYCLUSTER_YAML,
@@ -11,6 +12,8 @@ from tests.cluster._cluster_files import (
     SERVICEACCOUNT_YAML,
     kuberay_node_groups,
     load_yaml,
+    preprocessing_groups,
+    ray_start_custom_resources,
 )
 
 
@@ -55,7 +58,26 @@ def test_autoscaling_gpu_groups_from_zero(kind):
     for group in spec["workerGroupSpecs"]:
         (worker,) = group["template"]["spec"]["containers"]
         resources = worker["resources"]
-        assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"]
+        assert resources["limits"].get("nvidia.com/gpu") == resources["requests"].get("nvidia.com/gpu")
+
+
+@SPECS
+def test_cpu_only_preprocessing_group_offers_the_decode_resource(kind):
+    # Read and decode ask for data.decode_resource; one CPU-only group offers it, from 0 pods.
+    resource = DataConfig().decode_resource
+    (group,) = preprocessing_groups(kuberay_node_groups(cluster_specs()[kind]), resource)
+    assert group.cpus_per_node >= 8 and group.max_nodes > 0
+    (spec,) = [g for g in cluster_specs()[kind]["workerGroupSpecs"] if g["groupName"] == group.name]
+    assert spec["minReplicas"] == 0 and spec["replicas"] == 0
+    (worker,) = spec["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in worker["resources"]["requests"]
+    assert worker["resources"]["requests"]["cpu"] == worker["resources"]["limits"]["cpu"]
+
+
+def test_ray_start_resources_parse_in_the_quoted_form():
+    assert ray_start_custom_resources({"resources": '"{\\"preprocess\\": 30}"'}) == {"preprocess": 30.0}
+    assert ray_start_custom_resources({"resources": '{"a": 1, "b": 2}'}) == {"a": 1.0, "b": 2.0}
+    assert ray_start_custom_resources({}) == {}
 
 
 @SPECS

@@ -9,11 +9,13 @@ import jsonschema
 import pytest
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from gair.configs.data import DataConfig
 from tests.cluster._cluster_files import (
     IMAGE_TAG_RE,
     LAUNCHER_YAMLS,
     launcher_node_groups,
     load_yaml,
+    preprocessing_groups,
 )
 
 LAUNCHERS = pytest.mark.parametrize("path", LAUNCHER_YAMLS, ids=lambda p: p.name)
@@ -83,6 +85,22 @@ def test_cpu_head_and_gpu_workers_that_scale_from_zero(path):
             assert node_type.get("min_workers", 0) == 0, f"{name} must scale from 0"
             assert node_type["max_workers"] > 0
     assert config["max_workers"] >= max(g.max_nodes for g in groups)
+
+
+@LAUNCHERS
+def test_cpu_only_preprocessing_group_offers_the_decode_resource(path):
+    # Read and decode ask for data.decode_resource; one CPU-only node type offers it, from 0 nodes.
+    config = load_yaml(path)
+    resource = DataConfig().decode_resource
+    (group,) = preprocessing_groups(launcher_node_groups(config), resource)
+    node_type = config["available_node_types"][group.name]
+    assert node_type["min_workers"] == 0 and group.max_nodes > 0
+    assert group.cpus_per_node >= 8
+    head = config["available_node_types"][config["head_node_type"]]
+    assert resource not in head["resources"], "the head must not take decode work"
+    # Room for every GPU node type at its cap besides the preprocessing nodes.
+    gpu_nodes = max(g.max_nodes for g in launcher_node_groups(config) if g.gpus_per_node)
+    assert config["max_workers"] >= gpu_nodes + group.max_nodes
 
 
 @LAUNCHERS

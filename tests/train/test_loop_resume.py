@@ -131,3 +131,18 @@ def test_a_batch_source_may_return_a_bare_iterator():
     state = checkpoint.TrainState()
     _run(_cfg(**{"train.max_steps": "4"}), state, engine, source=_NextOnly)
     assert [(b["epoch"], b["i"]) for b in engine.seen] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+def test_the_progress_line_counts_the_tiles_of_each_mixed_manifest(capsys):
+    # data.train_manifests: every batch says each tile's source; the loop counts them, the model never sees them.
+    cfg = _cfg(**{"data.train_manifests": "/d/naip/manifest:3,sv=/d/other/manifest:1", "train.log_every": "2"})
+
+    def mixed(epoch: int, skip_batches: int):
+        return iter([{"i": i, "source": torch.tensor([0, 0, 1, 0])} for i in range(skip_batches, 3)])
+
+    engine, state = _Engine(), checkpoint.TrainState()
+    _run(cfg, state, engine=engine, source=mixed)
+    assert all("source" not in b for b in engine.seen)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert lines[0].endswith("src naip=6 sv=2") and lines[-1].endswith("src naip=18 sv=6")
+    assert state.source_tiles == {"naip": 18, "sv": 6}  # so far, kept in the checkpointed state

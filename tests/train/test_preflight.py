@@ -82,6 +82,17 @@ def test_workers_that_do_not_fit_the_cluster_are_refused(tmp_path):
     preflight.check_resources(_cfg(tmp_path, "train.num_workers=8", "run.check_resources=false"), {"CPU": 2.0})
 
 
+def test_require_placement_without_a_node_offering_the_resource_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, "data.decode_placement=require")
+    with pytest.raises(preflight.PreflightError, match="no node offers resource 'preprocess'"):
+        preflight.check_resources(cfg, {"CPU": 16.0})
+    preflight.check_resources(cfg, {"CPU": 16.0, "preprocess": 32.0})
+    preflight.check_resources(
+        _cfg(tmp_path, "data.decode_placement=require", "run.check_resources=false"), {"CPU": 2.0}
+    )
+    preflight.check_resources(_cfg(tmp_path), {"CPU": 2.0})  # auto: runs anywhere without one
+
+
 def test_a_storage_path_in_a_missing_bucket_says_so_and_creates_nothing(tmp_path, s3_server):
     import boto3
 
@@ -119,3 +130,15 @@ def test_the_job_exits_2_with_one_line_before_ray_or_mlflow(tmp_path):
         f"error: data.train_manifest: manifest {tmp_path / 'absent'} does not exist"
     ]
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run (not even a store) was opened
+
+
+def test_every_mixed_manifest_is_checked(tmp_path):
+    from gair.data import synthetic
+
+    synthetic_manifest = synthetic.write_synthetic(
+        str(tmp_path / "syn"), tiles=2, obs_per_tile=1, seed=0, tile_size=16, sv_size=16
+    )
+    preflight.check_inputs(_cfg(tmp_path, f"data.train_manifests={synthetic_manifest}:2,{synthetic_manifest}:1"))
+    cfg = _cfg(tmp_path, f"data.train_manifests={synthetic_manifest}:2,{tmp_path / 'absent'}:1")
+    with pytest.raises(preflight.PreflightError, match=r"data.train_manifests\[1\] .*absent does not exist"):
+        preflight.check_inputs(cfg)
