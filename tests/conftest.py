@@ -188,4 +188,9 @@ def ray_start_2_cpus():
         ray.shutdown()
     ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ctx
+    # Let the module's dropped Ray Data iterators clean up while Ray is still up: one collected
+    # after the shutdown calls into Ray, which would start a new local instance in this process.
+    import gc
+
+    gc.collect()
     ray.shutdown()

@@ -445,13 +445,21 @@ class EpochBatchSource:
             splits, data_cfg, model_cfg, rank, device
         )  # fmt: skip
         self.epoch_length: int | None = None  # batches of the last whole epoch
+        # Batches the run still needs (None: unknown). The next epoch is prefetched only when
+        # the run will reach it: a run ending inside this epoch starts no pipeline it drops.
+        self.batches_left: int | None = None
         self._next: tuple[int, _Prefetch] | None = None
         self.stats: BadRowStats | None = None  # of the current epoch
 
-    def close(self) -> None:
-        """Drop a prefetched next epoch (its pipeline stops once nothing refers to it)."""
+    def close(self, wait_s: float = 120.0) -> None:
+        """Drop a prefetched next epoch (its pipeline stops once nothing refers to it).
+
+        ``wait_s``: how long to wait for its thread to end. A process that keeps using Ray
+        after this (a driver, a test) must let it end; a Ray Train worker, whose process ends
+        with its training function, need not wait (``wait_s=0``).
+        """
         if self._next is not None:
-            self._next[1].close()
+            self._next[1].close(wait_s)
             self._next = None
 
     def source(self, epoch: int) -> Any:
@@ -491,11 +499,15 @@ class EpochBatchSource:
         for batch in batches:
             yield batch
             n += 1
+            if self.batches_left is not None:
+                self.batches_left -= 1
             known = self.epoch_length
+            in_epoch = max(known - n, 0) if known is not None else 0  # batches this epoch still has, about
             if (
                 lookahead
                 and self._next is None
                 and ((known is not None and n >= known - lookahead) or batches.source_exhausted)
+                and (self.batches_left is None or self.batches_left > in_epoch)
             ):
                 self._next = (epoch + 1, _Prefetch(lambda: self._batches(epoch + 1, 0)))
         self.epoch_length = n
@@ -536,10 +548,12 @@ class _Prefetch:
     def close(self, timeout_s: float = 120.0) -> None:
         """Give up on the result; wait (up to ``timeout_s``) for the thread to end.
 
-        The thread must not outlive its owner: one still pulling from a Ray Data pipeline
-        after the worker's Ray connection is shut down makes Ray start a new local instance.
+        The thread must not outlive a Ray connection its process keeps using: one still pulling
+        from a Ray Data pipeline after ``ray.shutdown()`` makes Ray start a new local instance.
         """
         self._closed = True
+        if timeout_s <= 0:
+            return
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             print(f"data: the prefetch of the next epoch did not end within {timeout_s:.0f}s; leaving it")

@@ -64,6 +64,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     splits = loop_config.get("train_splits")
     if splits is not None:  # every epoch its own draw (gair.data.pipeline.EpochSplits)
         batches = EpochBatchSource(splits, cfg.data, cfg.model, rank=setup.rank, device=setup.device)
+        batches.batches_left = max(cfg.train.max_steps - state.step, 0) * cfg.train.grad_accum_steps
     else:
         batches = shard_batches(cfg, ray.train.get_dataset_shard("train"), setup.device)
     validate = None
@@ -74,7 +75,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_steps(cfg, setup, state, batches, report=ray_report(setup), sink=sink, validate=validate)
     finally:
         if isinstance(batches, EpochBatchSource):
-            batches.close()  # drop a prefetched next epoch
+            # Drop a prefetched next epoch without waiting for its first batch: this worker's
+            # process (and the thread with it) ends with the training function.
+            batches.close(wait_s=0.0)
 
 
 def build_engine(cfg: PretrainConfig) -> WorkerSetup:

@@ -62,3 +62,23 @@ def test_epochs_draw_anew_present_every_observation_once_and_resume_exactly(mani
     for got, want in zip(resumed, epochs[1][2:], strict=True):
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_next_epoch_is_prefetched_only_when_the_run_reaches_it(manifest_6_obs: str) -> None:
+    data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=2), tiny_model_cfg()
+    splits = pipeline.EpochSplits(manifest_6_obs, data_cfg, model_cfg, world_size=1)
+    # 6 batches left: epoch 0 (4 batches) and part of epoch 1; epoch 2 is never needed.
+    source = pipeline.EpochBatchSource(splits, data_cfg, model_cfg)
+    source.batches_left = 6
+    assert len(list(source.batches_for_epoch(0))) == 4
+    assert source._next is not None and source._next[0] == 1  # epoch 1 is needed: prefetched
+    epoch1 = source.batches_for_epoch(1)
+    assert len([next(epoch1) for _ in range(2)]) == 2
+    assert len(list(epoch1)) == 2 and source.batches_left == -2  # the epoch runs out (the loop stops at 0)
+    assert source._next is None  # no pipeline for epoch 2 was started
+    # Unknown budget: the next epoch is prefetched as before.
+    source = pipeline.EpochBatchSource(splits, data_cfg, model_cfg)
+    list(source.batches_for_epoch(0))
+    assert source._next is not None
+    source.close()
+    assert source._next is None
