@@ -237,10 +237,17 @@ def build_dataset(
         num_cpus=data_cfg.num_cpus_per_decode,
         resources=placement,
     )
+    # Whole read blocks (batch_size=None) go to the decode function, which decodes them
+    # data.decode_batch_size rows at a time: a map with a batch size does not fuse with the read
+    # (Ray Data will not fuse an operator that may change the row count into one that asks for
+    # a minimum of rows), and unfused, a read task holds its CPU while the decode waits for one.
     return ds.map_batches(
         _decode_batch,
-        fn_kwargs={"spec": decode_spec(data_cfg, model_cfg, train=train, epoch=epoch)},
-        batch_size=data_cfg.decode_batch_size,
+        fn_kwargs={
+            "spec": decode_spec(data_cfg, model_cfg, train=train, epoch=epoch),
+            "chunk": data_cfg.decode_batch_size,
+        },
+        batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
@@ -330,8 +337,9 @@ def build_mixed_dataset(
             "spec": decode_spec(data_cfg, model_cfg, train=True, epoch=epoch),
             "source_of": {_path_key(p): i for p, i in tagged},
             "rates": mix_rates(sources),
+            "chunk": data_cfg.decode_batch_size,
         },
-        batch_size=data_cfg.decode_batch_size,
+        batch_size=None,  # whole read blocks, decoded in chunks: read and decode fuse (see build_dataset)
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
@@ -345,6 +353,13 @@ def _path_key(path: str) -> str:
 
 
 def _mix_decode_batch(
+    table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float], chunk: int
+) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, max(table.num_rows, 1), chunk):
+        yield _mix_decode_rows(table.slice(start, chunk), spec, source_of, rates)
+
+
+def _mix_decode_rows(
     table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float]
 ) -> dict[str, np.ndarray]:
     torch.set_num_threads(1)
@@ -563,10 +578,12 @@ class _Prefetch:
 _END = object()
 
 
-def _decode_batch(table: pa.Table, spec: decode.DecodeSpec) -> dict[str, np.ndarray]:
+def _decode_batch(table: pa.Table, spec: decode.DecodeSpec, chunk: int) -> Iterator[dict[str, np.ndarray]]:
+    """Decode a read block ``chunk`` rows at a time (each chunk is one output batch)."""
     # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
     torch.set_num_threads(1)
-    return decode.decode_rows(table.to_pylist(), spec)
+    for start in range(0, max(table.num_rows, 1), chunk):
+        yield decode.decode_rows(table.slice(start, chunk).to_pylist(), spec)
 
 
 # ----------------------------------------------------------------------- iterating
