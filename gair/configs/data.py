@@ -10,7 +10,7 @@ from gair.configs.base import field
 @dataclass
 class DataConfig:
     train_manifest: str = field(
-        "", help="URI of the training manifest (directory of Parquet shards; local path or s3://)."
+        "", help="URI of the training manifest (directory of Parquet shards; local path, s3:// or gs://)."
     )
     val_manifest: str = field("", help="URI of the validation manifest; empty for none.")
     batch_size: int = field(32, help="RS tiles per worker per step (B).")
@@ -87,6 +87,12 @@ class DataConfig:
     )
     s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
     s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+    gcs_endpoint_url: str = field(
+        "",
+        help="gs:// endpoint, http(s)://host[:port] (e.g. a GCS emulator such as fake-gcs-server); empty: "
+        "STORAGE_EMULATOR_HOST from the environment, else Google Cloud Storage. A plain-http endpoint is "
+        "reached anonymously, any other with Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS).",
+    )
 
     def validate(self) -> None:
         if self.batch_size < 1:

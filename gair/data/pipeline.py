@@ -91,7 +91,7 @@ class BadRowStats:
 
 def decode_spec(data_cfg: DataConfig, model_cfg: ModelConfig, *, train: bool, epoch: int = 0) -> decode.DecodeSpec:
     """The picklable decode recipe for these configs (S3 endpoint resolved on the driver)."""
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region).resolved()
+    s3 = storage.S3Options.from_config(data_cfg).resolved()
     return decode.DecodeSpec(
         bands=tuple(model_cfg.rs_bands),
         rs_size=model_cfg.rs_image_size,
@@ -175,7 +175,7 @@ def build_dataset(
     :func:`list_manifest`) saves listing the manifest again.
     """
     configure_data_context(data_cfg)
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    s3 = storage.S3Options.from_config(data_cfg)
     files = files or list_manifest(manifest_uri, s3)
     fs, _ = storage.resolve(manifest_uri, s3)
     paths = list(files.paths)
@@ -226,7 +226,7 @@ class EpochSplits:
             manifest_uri, data_cfg, model_cfg, world_size
         )  # fmt: skip
         self.exclude_cpus = exclude_cpus  # held by the trainers: not the pipeline's to plan with
-        s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+        s3 = storage.S3Options.from_config(data_cfg)
         self.files = list_manifest(manifest_uri, s3)
         self._splits: dict[int, tuple[list[Any], set[int]]] = {}
 
