@@ -103,7 +103,27 @@ class GcsHandler(pafs.FileSystemHandler):
         return self._call(lambda: self.fs.get_file_info(paths))
 
     def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self._call(lambda: self.fs.get_file_info(selector))
+        """The listing, with the directories that objects imply.
+
+        pyarrow lists a "directory" only where a marker object (``dir/``) exists, as its own
+        ``create_dir`` writes; objects written any other way (gsutil, our ``create_dir``, which
+        writes no marker) would leave their directories out of every listing: a checkpoint
+        directory would not be listed, nor its subdirectories copied. So list the whole
+        subtree and derive the directories (and, for a non-recursive selector, keep the first level).
+        """
+        base = selector.base_dir.rstrip("/")
+        deep = pafs.FileSelector(base, allow_not_found=selector.allow_not_found, recursive=True)
+        infos = self._call(lambda: self.fs.get_file_info(deep))
+        depth = 1 << 30 if selector.recursive else 1  # levels below base to report
+        out: dict[str, pafs.FileInfo] = {}
+        for info in infos:
+            parts = info.path[len(base) + 1 :].strip("/").split("/")
+            for level in range(1, min(len(parts), depth + 1)):
+                implied = f"{base}/{'/'.join(parts[:level])}"
+                out.setdefault(implied, pafs.FileInfo(implied, pafs.FileType.Directory))
+            if len(parts) <= depth and parts != [""]:
+                out[info.path.rstrip("/")] = info
+        return list(out.values())
 
     def create_dir(self, path: str, recursive: bool) -> None:
         # GCS has no directories (objects under a prefix make one): only check that the

@@ -14,7 +14,7 @@ import torch
 from gair.configs.data import DataConfig
 from gair.data import decode, manifest, pipeline, storage, synthetic
 from gair.data.decode import BadRowError, Reason
-from gair.train import preflight
+from gair.train import checkpoint, preflight
 from tests._proxy import TcpProxy
 from tests.conftest import _free_port, create_gcs_bucket
 from tests.data.conftest import tile_centre_lonlat, tiny_data_cfg, tiny_model_cfg, write_rows
@@ -86,6 +86,21 @@ def test_roundtrip_listing_and_absent_objects(gcs_bucket: str) -> None:
     with pytest.raises(BadRowError) as err:
         decode.load_image_bytes(None, f"gs://{gcs_bucket}/rs/absent.tif", kind="rs", item_id="t0")
     assert err.value.reason == Reason.RS_MISSING_FILE and "not found" in str(err.value)
+
+
+def test_listings_show_the_directories_that_objects_imply(gcs_bucket: str, tmp_path) -> None:
+    """No directory marker objects: a run's checkpoints are still listed, and copied with their subdirectories."""
+    for key in (
+        "checkpoint_step00000002/train_state.json",
+        "checkpoint_step00000004/step00000004/a.pt",
+        "FINISHED.json",
+    ):
+        storage.write_bytes(f"gs://{gcs_bucket}/runs/r/{key}", b"1")
+    run_uri = f"gs://{gcs_bucket}/runs/r"
+    assert checkpoint.list_checkpoints(run_uri) == ["checkpoint_step00000004", "checkpoint_step00000002"]
+    fs, path = storage.resolve(run_uri)
+    storage.pafs.copy_files(f"{path}/checkpoint_step00000004", str(tmp_path / "c"), source_filesystem=fs)
+    assert (tmp_path / "c" / "step00000004" / "a.pt").read_bytes() == b"1"
 
 
 def test_buckets_are_never_created(gcs_server: str, gcs_bucket: str) -> None:
