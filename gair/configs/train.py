@@ -115,7 +115,7 @@ class RunConfig:
     name: str = field(
         "gair-pretrain", help="Run name: rerunning with the same name resumes from its latest checkpoint."
     )
-    storage_path: str = field("./runs", help="Where checkpoints and the export go: local path or s3:// URI.")
+    storage_path: str = field("./runs", help="Where checkpoints and the export go: local path, s3:// or gs:// URI.")
     keep_checkpoints: int = field(2, help="Checkpoints to keep (the oldest are deleted).")
     synthetic_dir: str = field(
         "./runs/synthetic", help="Where synthetic data is generated when data.train_manifest is empty."

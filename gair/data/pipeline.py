@@ -99,7 +99,7 @@ class BadRowStats:
 
 def decode_spec(data_cfg: DataConfig, model_cfg: ModelConfig, *, train: bool, epoch: int = 0) -> decode.DecodeSpec:
     """The picklable decode recipe for these configs (S3 endpoint resolved on the driver)."""
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region).resolved()
+    s3 = storage.S3Options.from_config(data_cfg).resolved()
     return decode.DecodeSpec(
         bands=tuple(model_cfg.rs_bands),
         rs_size=model_cfg.rs_image_size,
@@ -214,7 +214,7 @@ def build_dataset(
     :func:`list_manifest`) saves listing the manifest again.
     """
     configure_data_context(data_cfg)
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    s3 = storage.S3Options.from_config(data_cfg)
     files = files or list_manifest(manifest_uri, s3)
     fs, _ = storage.resolve(manifest_uri, s3)
     paths = list(files.paths)
@@ -267,7 +267,7 @@ class MixSource:
 
 def list_sources(data_cfg: DataConfig) -> list[MixSource]:
     """List every manifest of ``data.train_manifests`` once (files, schema, rows from Parquet footers)."""
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    s3 = storage.S3Options.from_config(data_cfg)
     labels = source_labels(data_cfg.train_manifests)
     out: list[MixSource] = []
     seen: dict[str, str] = {}
@@ -315,7 +315,7 @@ def build_mixed_dataset(
     source's index in the column ``source``.
     """
     configure_data_context(data_cfg)
-    s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+    s3 = storage.S3Options.from_config(data_cfg)
     fs, _ = storage.resolve(sources[0].files.uri, s3)
     tagged = [(path, i) for i, src in enumerate(sources) for path in src.files.paths]
     order = np.random.default_rng([data_cfg.seed, epoch]).permutation(len(tagged))
@@ -402,7 +402,7 @@ class EpochSplits:
             manifest_uri, data_cfg, model_cfg, world_size
         )  # fmt: skip
         self.exclude_cpus = exclude_cpus  # held by the trainers: not the pipeline's to plan with
-        s3 = storage.S3Options(data_cfg.s3_endpoint_url, data_cfg.s3_region)
+        s3 = storage.S3Options.from_config(data_cfg)
         # Several manifests mixed by weight (data.train_manifests; manifest_uri is then unused).
         self.sources = list_sources(data_cfg) if data_cfg.mixed else None
         self.files = None if self.sources else list_manifest(manifest_uri, s3)

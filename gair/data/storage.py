@@ -1,4 +1,5 @@
-"""URIs -> pyarrow filesystems: local paths, ``s3://`` (any S3-compatible endpoint), ``gs://``.
+"""URIs -> pyarrow filesystems: local paths, ``s3://`` (any S3-compatible endpoint), ``gs://``
+(Google Cloud Storage, or any endpoint that speaks its JSON API: an emulator on loopback).
 
 S3 goes through s3fs (botocore) and is configured the standard way: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``),
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
@@ -6,6 +7,13 @@ S3 goes through s3fs (botocore) and is configured the standard way: ``AWS_ENDPOI
 config (:class:`S3Options`); credentials only ever come from the environment (or the
 instance's role) and are never logged: :class:`S3Options` holds no secrets, so its repr
 is safe to print.
+
+``gs://`` goes through pyarrow's GcsFileSystem. Its endpoint is Google's unless
+``S3Options.gcs_endpoint_url`` (config key ``data.gcs_endpoint_url``) or the emulator
+convention's ``STORAGE_EMULATOR_HOST`` (``http://host:port`` or ``host:port``) names another.
+Credentials: Google's default chain (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's, the
+instance's service account), except against a plain-``http://`` endpoint (an emulator such
+as fake-gcs-server), which is reached anonymously: no token is ever sent in clear text.
 
 Failure behaviour (S3 and ``gs://``):
 
@@ -26,9 +34,12 @@ import functools
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+from gair.redaction import strip_credentials
 
 
 class StorageUnavailableError(ConnectionError):
@@ -36,14 +47,18 @@ class StorageUnavailableError(ConnectionError):
 
 
 class BucketNotFoundError(FileNotFoundError):
-    """The bucket of an ``s3://`` URI does not exist (gair never creates buckets)."""
+    """The bucket of an ``s3://`` or ``gs://`` URI does not exist (gair never creates buckets)."""
+
+
+GCS_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"  # the variable Google's client libraries read for an emulator
 
 
 @dataclass(frozen=True)
 class S3Options:
-    """Where the S3-compatible service is, and how long to wait for it.
+    """Where the object stores are (the S3-compatible one and ``gs://``'s), and how long to wait for them.
 
-    Empty ``endpoint_url``/``region`` fall back to the environment.
+    Named for S3, its first use; one options object travels with every URI. Empty
+    ``endpoint_url``/``region``/``gcs_endpoint_url`` fall back to the environment.
     """
 
     endpoint_url: str = ""
@@ -51,13 +66,44 @@ class S3Options:
     connect_timeout_s: float = 5.0  # per connection attempt
     read_timeout_s: float = 60.0  # per socket read (a silent endpoint fails after this, then is retried)
     max_attempts: int = 3  # botocore attempts per request (standard retry mode: backoff with jitter)
-    retry_time_limit_s: float = 60.0  # total time a request retries an unreachable endpoint
+    retry_time_limit_s: float = 60.0  # total time a request retries an unreachable endpoint (S3 and gs://)
+    gcs_endpoint_url: str = ""  # gs:// endpoint, http(s)://host:port; empty: STORAGE_EMULATOR_HOST, else Google's
+
+    @classmethod
+    def from_config(cls, section: Any) -> S3Options:
+        """The options of a config section with ``s3_endpoint_url``, ``s3_region`` and
+        ``gcs_endpoint_url`` keys (``data``, ``extract``, a prepare config)."""
+        return cls(
+            endpoint_url=getattr(section, "s3_endpoint_url", ""),
+            region=getattr(section, "s3_region", ""),
+            gcs_endpoint_url=getattr(section, "gcs_endpoint_url", ""),
+        )
 
     def resolved(self) -> S3Options:
         """Fill empty fields from the environment *now* (so a Ray worker gets the driver's view)."""
         endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
         region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return dataclasses.replace(self, endpoint_url=endpoint, region=region)
+        gcs = self.gcs_endpoint_url or os.environ.get(GCS_EMULATOR_ENV, "")
+        return dataclasses.replace(self, endpoint_url=endpoint, region=region, gcs_endpoint_url=gcs_endpoint(gcs))
+
+
+def gcs_endpoint(url: str) -> str:
+    """A ``gs://`` endpoint as ``scheme://host[:port]`` (``host:port`` alone means ``http://``,
+    as for ``STORAGE_EMULATOR_HOST``); empty stays empty (Google's endpoint)."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return ""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"gs:// endpoint {strip_credentials(url)!r} is not http(s)://host[:port]")
+    if parsed.path not in ("", "/"):
+        raise ValueError(f"gs:// endpoint {strip_credentials(url)!r} has a path; give http(s)://host[:port] only")
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError(
+            f"gs:// endpoint {strip_credentials(url)!r} carries credentials: give them the Google way "
+            "(GOOGLE_APPLICATION_CREDENTIALS), not in the URL"
+        )
+    return f"{parsed.scheme}://{parsed.netloc}"
 
 
 def is_remote(uri: str) -> bool:
@@ -93,11 +139,15 @@ def _s3_filesystem(opts: S3Options, pid: int) -> pafs.FileSystem:
     return pafs.PyFileSystem(StrictFSSpecHandler(GairS3FileSystem(**kwargs)))
 
 
-def _gcs_filesystem(retry_time_limit_s: float) -> pafs.FileSystem:
-    """pyarrow's GCS client, retrying transient errors for ``retry_time_limit_s`` seconds."""
-    import datetime
+@functools.lru_cache(maxsize=16)
+def _gcs_filesystem(endpoint: str, retry_time_limit_s: float, pid: int) -> pafs.FileSystem:
+    """pyarrow's GCS client at ``endpoint`` (empty: Google's), retrying transient errors for
+    ``retry_time_limit_s`` seconds, behind :class:`gair.data._gcs.GcsHandler` (which never
+    creates buckets and names the endpoint when it cannot be reached)."""
+    from gair.data._gcs import GcsHandler
 
-    return pafs.GcsFileSystem(retry_time_limit=datetime.timedelta(seconds=retry_time_limit_s))
+    del pid  # part of the cache key only: a client must not cross a fork
+    return pafs.PyFileSystem(GcsHandler(endpoint, retry_time_limit_s))
 
 
 def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str]:
@@ -107,7 +157,8 @@ def resolve(uri: str, s3: S3Options | None = None) -> tuple[pafs.FileSystem, str
         opts = (s3 or S3Options()).resolved()
         return _s3_filesystem(opts, os.getpid()), parsed.netloc + parsed.path
     if parsed.scheme in ("gs", "gcs"):
-        return _gcs_filesystem((s3 or S3Options()).retry_time_limit_s), parsed.netloc + parsed.path
+        opts = (s3 or S3Options()).resolved()
+        return _gcs_filesystem(opts.gcs_endpoint_url, opts.retry_time_limit_s, os.getpid()), parsed.netloc + parsed.path
     if parsed.scheme == "file":
         return pafs.LocalFileSystem(), parsed.path
     if is_remote(uri):

@@ -39,7 +39,7 @@ def _extract(
     import ray.data
 
     extract.quiet_data_context()
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region).resolved()
+    s3 = storage.S3Options.from_config(cfg.extract).resolved()
     ds = ray.data.from_items([{"uri": u, "row": i} for i, u in enumerate(uris)])
     if kind == "rs":
         cls = extract.RSFileEmbedder
@@ -67,7 +67,7 @@ def _extract(
 
 def evaluate_rs_probe(payload_ref: Any, cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> ImageProbeResult:
     pc = cfg.rs_probe
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region)
+    s3 = storage.S3Options.from_config(cfg.extract)
     df = tables.read_csv(pc.csv, [pc.uri_column, pc.label_column], what="rs_probe", s3=s3)
     df = df.dropna(subset=[pc.uri_column, pc.label_column])
     uris = tables.absolute_uris(df[pc.uri_column].tolist(), pc.csv)
@@ -86,7 +86,7 @@ def evaluate_rs_probe(payload_ref: Any, cfg: EvalConfig, *, stream: TextIO | Non
 
 def evaluate_sv_probe(payload_ref: Any, cfg: EvalConfig, *, stream: TextIO | None = sys.stderr) -> ImageProbeResult:
     pc = cfg.sv_probe
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region)
+    s3 = storage.S3Options.from_config(cfg.extract)
     df = tables.read_csv(pc.csv, [pc.uri_column, pc.target_column], what="sv_probe", s3=s3)
     df = df.dropna(subset=[pc.uri_column, pc.target_column])
     uris = tables.absolute_uris(df[pc.uri_column].tolist(), pc.csv)

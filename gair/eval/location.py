@@ -42,7 +42,7 @@ def embed_locations(model: GAIR, lonlat_N2: np.ndarray, batch_size: int = 4096) 
 def load_points(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
     """(lonlat (N, 2), target (N,)) from the task CSV; rows with a missing value are dropped."""
     lc = cfg.location
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region)
+    s3 = storage.S3Options.from_config(cfg.extract)
     df = tables.read_csv(lc.csv, [lc.lon_column, lc.lat_column, lc.target_column], what="location", s3=s3)
     cols = [lc.lon_column, lc.lat_column, lc.target_column]
     try:

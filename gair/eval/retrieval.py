@@ -68,7 +68,7 @@ def decode_spec(cfg: EvalConfig, model_cfg: Any) -> decode.DecodeSpec:
         extra_points=0,
         augment=False,
         seed=cfg.seed,
-        s3=storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region).resolved(),
+        s3=storage.S3Options.from_config(cfg.extract).resolved(),
     )
 
 
@@ -79,7 +79,7 @@ def extract_manifest(
     import ray.data
 
     uri = cfg.retrieval.manifest
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region)
+    s3 = storage.S3Options.from_config(cfg.extract)
     n_tiles = manifest_row_count(uri, s3)
     if cfg.retrieval.max_tiles:
         n_tiles = min(n_tiles, cfg.retrieval.max_tiles)
@@ -186,7 +186,7 @@ def load_example_images(
 
     if not examples:
         return {}
-    s3 = storage.S3Options(cfg.extract.s3_endpoint_url, cfg.extract.s3_region).resolved()
+    s3 = storage.S3Options.from_config(cfg.extract).resolved()
     tiles = {e["query"]["tile_id"] for e in examples} | {r["tile_id"] for e in examples for r in e["retrieved"]}
     fs, _ = storage.resolve(manifest_uri, s3)
     dataset = pads.dataset(storage.list_parquet(manifest_uri, s3), filesystem=fs, format="parquet")

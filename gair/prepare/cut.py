@@ -59,7 +59,7 @@ class CutOptions:
 
     @classmethod
     def from_config(cls, cfg: PrepareConfig) -> CutOptions:
-        s3 = storage.S3Options(cfg.s3_endpoint_url, cfg.s3_region).resolved()
+        s3 = storage.S3Options.from_config(cfg).resolved()
         return cls(
             tuple(cfg.bands), cfg.tile_pixels, cfg.resolution_m, cfg.resampling, cfg.max_cloud_fraction,
             cfg.max_nodata_fraction, tuple(cfg.cloud_classes), tuple(cfg.nodata_classes), cfg.max_scenes_per_cell,

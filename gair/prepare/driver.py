@@ -66,7 +66,7 @@ class Plan:
 
 
 def s3_options(cfg: PrepareConfig) -> storage.S3Options:
-    return storage.S3Options(cfg.s3_endpoint_url, cfg.s3_region).resolved()
+    return storage.S3Options.from_config(cfg).resolved()
 
 
 def load_scenes(cfg: PrepareConfig) -> list[inputs.Scene]:

@@ -168,13 +168,16 @@ def _sort_key(name: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2) or 0)) if m else (-1, -1)
 
 
-def list_checkpoints(run_uri: str) -> list[str]:
-    """Names of the checkpoint directories under a run's storage directory, newest first."""
+def list_checkpoints(run_uri: str, opts: Any | None = None) -> list[str]:
+    """Names of the checkpoint directories under a run's storage directory, newest first.
+
+    ``opts``: the :class:`gair.data.storage.S3Options` of object-store URIs (None: the environment's).
+    """
     import pyarrow.fs as pafs
 
     from gair.data import storage
 
-    fs, path = storage.resolve(run_uri)
+    fs, path = storage.resolve(run_uri, opts)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except FileNotFoundError:
@@ -183,16 +186,16 @@ def list_checkpoints(run_uri: str) -> list[str]:
     return sorted(names, key=_sort_key, reverse=True)
 
 
-def _checkpoint_at(run_uri: str, name: str) -> Any:
+def _checkpoint_at(run_uri: str, name: str, opts: Any | None = None) -> Any:
     import ray.train
 
     from gair.data import storage
 
-    fs, path = storage.resolve(storage.join(run_uri, name))
+    fs, path = storage.resolve(storage.join(run_uri, name), opts)
     return ray.train.Checkpoint(path, filesystem=fs)
 
 
-def choose_checkpoint(run_uri: str, latest: Any | None, *, log: Any = print) -> str | None:
+def choose_checkpoint(run_uri: str, latest: Any | None, *, log: Any = print, opts: Any | None = None) -> str | None:
     """The name of the newest checkpoint of the run that verifies (rank 0 calls this).
 
     ``latest`` is Ray Train's latest committed checkpoint (may be None, or gone from storage).
@@ -200,14 +203,14 @@ def choose_checkpoint(run_uri: str, latest: Any | None, *, log: Any = print) -> 
     :class:`NonRetryableError` when checkpoints exist but none verifies: a restart could not
     fix that, and silently starting over would throw the run away.
     """
-    names = list_checkpoints(run_uri)
+    names = list_checkpoints(run_uri, opts)
     if latest is not None:
         latest_name = Path(str(latest.path).rstrip("/")).name
         if latest_name not in names:
             log(f"checkpoint: Ray Train's latest checkpoint {latest_name} is gone from {run_uri}")
     rejected = []
     for name in names:
-        with _checkpoint_at(run_uri, name).as_directory() as directory:
+        with _checkpoint_at(run_uri, name, opts).as_directory() as directory:
             problems = verify(directory)
         if not problems:
             if rejected:
@@ -224,9 +227,9 @@ def choose_checkpoint(run_uri: str, latest: Any | None, *, log: Any = print) -> 
     return None
 
 
-def restore_verified(engine: Any, run_uri: str, name: str) -> TrainState:
+def restore_verified(engine: Any, run_uri: str, name: str, opts: Any | None = None) -> TrainState:
     """Verify (this rank's copy of) checkpoint ``name`` and load it."""
-    with _checkpoint_at(run_uri, name).as_directory() as directory:
+    with _checkpoint_at(run_uri, name, opts).as_directory() as directory:
         problems = verify(directory)
         if problems:
             raise NonRetryableError(f"checkpoint {name} fails verification on this worker: {'; '.join(problems[:3])}")

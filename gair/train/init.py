@@ -47,7 +47,7 @@ def build_pretrain_module(cfg: PretrainConfig, log: Callable[[str], None] = prin
     Call it after seeding torch: the random parts of the model, and so the RS teacher when
     there is no ``rs_init``, come out the same on every worker and on every restart.
     """
-    s3 = storage.S3Options(cfg.data.s3_endpoint_url, cfg.data.s3_region)
+    s3 = storage.S3Options.from_config(cfg.data)
     model = GAIR(cfg.model)
     if cfg.model.rs_init:
         report = load_croma_into_rs_encoder(model.rs_encoder, read_weights(cfg.model.rs_init, s3))

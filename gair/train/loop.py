@@ -98,11 +98,12 @@ def restore_latest(setup: WorkerSetup, cfg: PretrainConfig) -> checkpoint.TrainS
     """Load the run's newest checkpoint that verifies (a resumed run, or a restarted worker
     group), if any: rank 0 chooses it, every rank loads the same one."""
     run_uri = storage.join(cfg.run.storage_path, cfg.run.name)
+    opts = storage.S3Options.from_config(cfg.data)
     choice = None
     if setup.rank == 0:
         try:
-            name = checkpoint.choose_checkpoint(run_uri, ray.train.get_checkpoint())
-            choice = (name, checkpoint.list_checkpoints(run_uri))
+            name = checkpoint.choose_checkpoint(run_uri, ray.train.get_checkpoint(), opts=opts)
+            choice = (name, checkpoint.list_checkpoints(run_uri, opts))
         except checkpoint.NonRetryableError as exc:
             choice = exc
     choice = broadcast_object(choice)
@@ -112,7 +113,7 @@ def restore_latest(setup: WorkerSetup, cfg: PretrainConfig) -> checkpoint.TrainS
     checkpoint.remember_taken(existing)
     if name is None:
         return checkpoint.TrainState()
-    return checkpoint.restore_verified(setup.engine, run_uri, name)
+    return checkpoint.restore_verified(setup.engine, run_uri, name, opts)
 
 
 def _metrics_sink(run: RunHandle | None, rank: int) -> MetricsSink | None:

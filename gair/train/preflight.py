@@ -22,7 +22,7 @@ class PreflightError(ValueError):
     """An input of the job is unusable; the message is one line naming it."""
 
 
-def check_manifest(uri: str, key: str) -> None:
+def check_manifest(uri: str, key: str, opts: storage.S3Options | None = None) -> None:
     """``uri`` (config key ``key``) holds Parquet shards whose schema is a GAIR manifest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -30,14 +30,14 @@ def check_manifest(uri: str, key: str) -> None:
     from gair.data.schema import schema_problems
 
     try:
-        files = storage.list_parquet(uri)
+        files = storage.list_parquet(uri, opts)
     except FileNotFoundError:
         raise PreflightError(f"{key}: manifest {strip_credentials(uri)} does not exist") from None
     except OSError as exc:
         raise PreflightError(f"{key}: cannot read manifest {strip_credentials(uri)}: {_short(exc)}") from exc
     if not files:
         raise PreflightError(f"{key}: {strip_credentials(uri)} holds no .parquet files")
-    fs, _ = storage.resolve(uri)
+    fs, _ = storage.resolve(uri, opts)
     for path in files:
         try:
             schema = pq.read_schema(fs.open_input_file(path))
@@ -48,17 +48,17 @@ def check_manifest(uri: str, key: str) -> None:
             raise PreflightError(f"{key}: {path} is not a GAIR manifest: {'; '.join(problems)}")
 
 
-def check_writable(uri: str, key: str) -> None:
+def check_writable(uri: str, key: str, opts: storage.S3Options | None = None) -> None:
     """Write and delete a probe under ``uri``: the job can store checkpoints there.
 
-    On S3 the bucket must exist (nothing here or in ``gair.data.storage`` creates buckets).
+    On S3 and gs:// the bucket must exist (nothing here or in ``gair.data.storage`` creates buckets).
     """
     where = strip_credentials(uri)
     try:
-        storage.ensure_dir(uri)
+        storage.ensure_dir(uri, opts)
         probe = storage.join(uri, f".gair-write-probe-{uuid.uuid4().hex[:8]}")
-        storage.write_bytes(probe, b"probe")
-        storage.delete(probe)
+        storage.write_bytes(probe, b"probe", opts)
+        storage.delete(probe, opts)
     except storage.BucketNotFoundError as exc:
         raise PreflightError(f"{key}: {exc}") from None
     except PermissionError as exc:
@@ -69,16 +69,17 @@ def check_writable(uri: str, key: str) -> None:
 
 def check_inputs(cfg: PretrainConfig) -> None:
     """Manifests exist and have the schema; the storage (and synthetic data) path is writable."""
-    check_writable(cfg.run.storage_path, "run.storage_path")
+    opts = storage.S3Options.from_config(cfg.data)
+    check_writable(cfg.run.storage_path, "run.storage_path", opts)
     if cfg.data.train_manifest:
-        check_manifest(cfg.data.train_manifest, "data.train_manifest")
+        check_manifest(cfg.data.train_manifest, "data.train_manifest", opts)
     elif cfg.data.mixed:
         for i, src in enumerate(cfg.data.train_manifests):
-            check_manifest(src.uri, f"data.train_manifests[{i}] ({src.uri})")
+            check_manifest(src.uri, f"data.train_manifests[{i}] ({src.uri})", opts)
     else:
-        check_writable(cfg.run.synthetic_dir, "run.synthetic_dir")
+        check_writable(cfg.run.synthetic_dir, "run.synthetic_dir", opts)
     if cfg.data.val_manifest and cfg.train.val_every:
-        check_manifest(cfg.data.val_manifest, "data.val_manifest")
+        check_manifest(cfg.data.val_manifest, "data.val_manifest", opts)
 
 
 def required_resources(cfg: PretrainConfig) -> dict[str, float]:
@@ -118,14 +119,15 @@ def finished_run(cfg: PretrainConfig) -> dict[str, Any] | None:
     """The record of ``run.name`` having finished at ``train.max_steps`` or later, else None."""
     uri = storage.join(cfg.run.storage_path, cfg.run.name, FINISHED_FILE)
     try:
-        record = json.loads(storage.read_bytes(uri))
+        record = json.loads(storage.read_bytes(uri, storage.S3Options.from_config(cfg.data)))
     except FileNotFoundError:
         return None
     return record if int(record.get("steps", 0)) >= cfg.train.max_steps else None
 
 
 def write_finished(cfg: PretrainConfig, record: dict[str, Any]) -> None:
-    storage.write_bytes(storage.join(cfg.run.storage_path, cfg.run.name, FINISHED_FILE), json.dumps(record).encode())
+    uri = storage.join(cfg.run.storage_path, cfg.run.name, FINISHED_FILE)
+    storage.write_bytes(uri, json.dumps(record).encode(), storage.S3Options.from_config(cfg.data))
 
 
 def _short(exc: BaseException) -> str:

@@ -63,29 +63,34 @@ def prepare_data(cfg: PretrainConfig) -> PretrainConfig:
     """
     if cfg.data.train_manifest or cfg.data.mixed:
         return cfg
+    opts = storage.S3Options.from_config(cfg.data)
     train_uri = _synthetic_manifest(
-        cfg.run.synthetic_dir, cfg.run.synthetic_tiles, cfg.data.obs_per_tile, cfg.data.seed
+        cfg.run.synthetic_dir, cfg.run.synthetic_tiles, cfg.data.obs_per_tile, cfg.data.seed, opts
     )
     data = dataclasses.replace(cfg.data, train_manifest=train_uri)
     if cfg.train.val_every and not cfg.data.val_manifest:
         val_dir = storage.join(cfg.run.synthetic_dir, "val")
-        val_uri = _synthetic_manifest(val_dir, cfg.run.synthetic_val_tiles, cfg.data.obs_per_tile, cfg.data.seed + 1)
+        val_uri = _synthetic_manifest(
+            val_dir, cfg.run.synthetic_val_tiles, cfg.data.obs_per_tile, cfg.data.seed + 1, opts
+        )
         data = dataclasses.replace(data, val_manifest=val_uri)
     return dataclasses.replace(cfg, data=data)
 
 
-def _synthetic_manifest(out_uri: str, tiles: int, obs_per_tile: int, seed: int) -> str:
+def _synthetic_manifest(
+    out_uri: str, tiles: int, obs_per_tile: int, seed: int, opts: storage.S3Options | None = None
+) -> str:
     """The manifest of a synthetic dataset under ``out_uri``, written unless it exists."""
     from gair.data import synthetic
 
     manifest_uri = storage.join(out_uri, "manifest")
     try:
-        exists = bool(storage.list_parquet(manifest_uri))
+        exists = bool(storage.list_parquet(manifest_uri, opts))
     except FileNotFoundError:
         exists = False
     if not exists:
         print(f"data.train_manifest is empty: writing {tiles} synthetic tiles to {out_uri}", flush=True)
-        manifest_uri = synthetic.write_synthetic(out_uri, tiles=tiles, obs_per_tile=obs_per_tile, seed=seed)
+        manifest_uri = synthetic.write_synthetic(out_uri, tiles=tiles, obs_per_tile=obs_per_tile, seed=seed, s3=opts)
     return manifest_uri
 
 
@@ -95,7 +100,7 @@ def build_run_config(cfg: PretrainConfig, callbacks: list[Any] | None = None) ->
     ``callbacks``: Ray Train callbacks, e.g. Tune's ``TuneReportCallback`` in a sweep trial.
     """
     fs, path = (
-        storage.resolve(cfg.run.storage_path)
+        storage.resolve(cfg.run.storage_path, storage.S3Options.from_config(cfg.data).resolved())
         if storage.is_remote(cfg.run.storage_path)
         else (None, cfg.run.storage_path)
     )
@@ -175,7 +180,7 @@ def export_latest(cfg: PretrainConfig, checkpoint: Any, local_dir: str | Path) -
             ckpt_dir, cfg.model, local_dir, extra={"run_name": cfg.run.name, "preprocessing": preprocessing(cfg)}
         )
     target = storage.join(cfg.run.storage_path, cfg.run.name, "export")
-    fs, path = storage.resolve(target)
+    fs, path = storage.resolve(target, storage.S3Options.from_config(cfg.data))
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     return target

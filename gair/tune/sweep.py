@@ -189,7 +189,8 @@ def run_sweep(sweep: SweepConfig) -> SweepResult:
         if interrupted:
             raise SweepInterrupted(f"sweep {sweep.run.name} was interrupted; rerun the same command to resume it")
         rows = report.rows_from_results(grid, sweep.search.metric, sweep.search.mode, max_t)
-        return finish(sweep, rows, base_user, root, parent, prepared.mlflow.experiment)
+        opts = storage.S3Options.from_config(base.data)
+        return finish(sweep, rows, base_user, root, parent, prepared.mlflow.experiment, opts)
 
 
 def start_sweep_tracking(sweep: SweepConfig, prepared: PretrainConfig) -> tracking.RunHandle | None:
@@ -235,12 +236,13 @@ def build_or_restore_tuner(
     """A new Tuner, or the interrupted one of the same name and storage (finished trials kept)."""
     trainable = build_trainable(sweep, context)
     path = tuner_path(sweep, root)
-    fs, fs_path = storage.resolve(path) if storage.is_remote(path) else (None, path)
+    opts = storage.S3Options.from_config(base.data).resolved()  # the driver's view, for Tune's processes
+    fs, fs_path = storage.resolve(path, opts) if storage.is_remote(path) else (None, path)
     if tune.Tuner.can_restore(fs_path, storage_filesystem=fs):
         restored = tune.Tuner.restore(fs_path, trainable, resume_errored=True, storage_filesystem=fs)
         return restored, True
     sweep_dir = storage.join(root, sweep.run.name)
-    parent_fs, parent_path = storage.resolve(sweep_dir) if storage.is_remote(sweep_dir) else (None, sweep_dir)
+    parent_fs, parent_path = storage.resolve(sweep_dir, opts) if storage.is_remote(sweep_dir) else (None, sweep_dir)
     run_config = tune.RunConfig(
         name="tune",
         storage_path=parent_path,
@@ -264,6 +266,7 @@ def finish(
     root: str,
     parent: tracking.RunHandle | None,
     experiment: str,
+    opts: storage.S3Options | None = None,
 ) -> SweepResult:
     """Close the child runs, write the outputs, copy them to storage and log them to the parent run."""
     if parent is not None:
@@ -288,7 +291,7 @@ def finish(
     print(f"\nsweep {sweep.run.name}: {len(rows)} trials ({sweep.search.metric}, {sweep.search.mode})\n{printed}\n")
     if best is not None:
         print(f"best trial {best.trial_id}: {best.params} -> {out_dir / 'best_config.yaml'}", flush=True)
-    copy_outputs(files, storage.join(root, sweep.run.name, "output"))
+    copy_outputs(files, storage.join(root, sweep.run.name, "output"), opts)
     if parent is not None:
         for path in files:
             parent.log_artifact(path)
@@ -301,8 +304,8 @@ def finish(
     return SweepResult(rows, best, files, printed, parent_id, tuner_path(sweep, root))
 
 
-def copy_outputs(files: list[Path], target: str) -> None:
-    fs, path = storage.resolve(target)
+def copy_outputs(files: list[Path], target: str, opts: storage.S3Options | None = None) -> None:
+    fs, path = storage.resolve(target, opts)
     fs.create_dir(path, recursive=True)
     for f in files:
         with fs.open_output_stream(f"{path}/{f.name}") as out:
