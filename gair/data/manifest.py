@@ -39,6 +39,9 @@ class ManifestWriter:
 
     A row group is flushed when it reaches ``row_group_rows`` rows or ``row_group_bytes``
     of (mostly image) data, which bounds what a streaming reader holds per row group.
+    Shards are named ``<name_prefix>NNNNN.parquet``; ``prepare=False`` leaves the directory
+    as it is (several writers sharing one directory, each with its own prefix: the caller
+    ran :func:`prepare_output` once).
     """
 
     def __init__(
@@ -50,31 +53,23 @@ class ManifestWriter:
         row_group_bytes: int = 32 << 20,
         overwrite: bool = False,
         s3: storage.S3Options | None = None,
+        name_prefix: str = "part-",
+        prepare: bool = True,
     ) -> None:
         self.uri = out_uri
+        self.name_prefix = name_prefix
         self.rows_per_shard = rows_per_shard
         self.row_group_rows = row_group_rows
         self.row_group_bytes = row_group_bytes
         self.fs, self.path = storage.resolve(out_uri, s3)
-        self._prepare_dir(overwrite)
+        if prepare:
+            prepare_output(out_uri, overwrite, s3)
         self.rows_written = 0
         self.shards: list[str] = []
         self._writer: pq.ParquetWriter | None = None
         self._shard_rows = 0
         self._buffer: list[dict[str, Any]] = []
         self._buffer_bytes = 0
-
-    def _prepare_dir(self, overwrite: bool) -> None:
-        info = self.fs.get_file_info(self.path)
-        if info.type == pafs.FileType.Directory:
-            existing = [
-                i.path for i in self.fs.get_file_info(pafs.FileSelector(self.path)) if i.path.endswith(".parquet")
-            ]
-            if existing and not overwrite:
-                raise FileExistsError(f"{self.uri} already holds {len(existing)} Parquet files (use overwrite)")
-            for p in existing:
-                self.fs.delete_file(p)
-        self.fs.create_dir(self.path, recursive=True)
 
     def write(self, row: Mapping[str, Any]) -> None:
         self._buffer.append(dict(row))
@@ -89,7 +84,7 @@ class ManifestWriter:
     def _flush(self) -> None:
         while self._buffer:
             if self._writer is None:
-                name = posixpath.join(self.path, f"part-{len(self.shards):05d}.parquet")
+                name = posixpath.join(self.path, f"{self.name_prefix}{len(self.shards):05d}.parquet")
                 self._writer = pq.ParquetWriter(name, schema.MANIFEST_SCHEMA, filesystem=self.fs, compression="zstd")
                 self.shards.append(name)
                 self._shard_rows = 0
@@ -117,6 +112,18 @@ class ManifestWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prepare_output(out_uri: str, overwrite: bool = False, s3: storage.S3Options | None = None) -> None:
+    """Create the manifest directory; FileExistsError if it holds Parquet files (deleted with ``overwrite``)."""
+    fs, path = storage.resolve(out_uri, s3)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        existing = [i.path for i in fs.get_file_info(pafs.FileSelector(path)) if i.path.endswith(".parquet")]
+        if existing and not overwrite:
+            raise FileExistsError(f"{out_uri} already holds {len(existing)} Parquet files (use overwrite)")
+        for p in existing:
+            fs.delete_file(p)
+    fs.create_dir(path, recursive=True)
 
 
 def _row_bytes(row: Mapping[str, Any]) -> int:
@@ -169,6 +176,18 @@ class BuildResult:
     tiles: int = 0
     observations: int = 0
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, detail)
+    shards: list[str] = field(default_factory=list)  # paths inside the output filesystem
+
+    def reasons(self) -> dict[str, int]:
+        """Rejections counted by reason."""
+        return count_reasons(self.rejected)
+
+
+def count_reasons(rejected: Iterable[tuple[str, str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, reason, _ in rejected:
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 @dataclass
@@ -202,7 +221,7 @@ def read_tile_header(uri: str, s3: storage.S3Options | None = None) -> tuple[dec
     return info, names, data
 
 
-def _build_tile(job: _TileJob, inline: bool, s3: storage.S3Options | None) -> tuple[dict | None, list, list]:
+def build_tile(job: _TileJob, inline: bool, s3: storage.S3Options | None) -> tuple[dict | None, list, list]:
     """(row or None, kept observation ids, rejections) for one tile."""
     try:
         info, names, data = read_tile_header(job.rs_uri, s3)
@@ -217,6 +236,9 @@ def _build_tile(job: _TileJob, inline: bool, s3: storage.S3Options | None) -> tu
         except BadRowError as exc:
             rejected.append((exc.item_id, exc.reason, f"tile {job.tile_id}: {exc.detail}"))
             continue
+        except Exception as exc:  # noqa: BLE001 - e.g. far outside the domain of the tile's UTM zone
+            rejected.append((obs["obs_id"], Reason.OBS_OUTSIDE_TILE, f"tile {job.tile_id}: {exc}"))
+            continue
         if inline and obs.get("sv_uri"):
             try:
                 obs = {**obs, "sv_bytes": storage.read_bytes(obs["sv_uri"], s3), "sv_uri": None}
@@ -230,6 +252,43 @@ def _build_tile(job: _TileJob, inline: bool, s3: storage.S3Options | None) -> tu
     return row, [o["obs_id"] for o in kept], rejected
 
 
+class BuildTally:
+    """Folds tile results (:func:`build_tile`) into counts and rejections, in the order given.
+
+    A row is kept when it has observations; a rejection already seen (same id and reason)
+    is not repeated; an observation kept by no tile and rejected for nothing else is
+    ``obs_outside_tile`` (:meth:`finish`). The threaded builder folds the whole input in
+    one tally, the Ray Data builder one per group of tiles (observation ids are unique
+    across groups, so the two agree).
+    """
+
+    def __init__(self, rejected: Iterable[tuple[str, str, str]] = ()) -> None:
+        self.tiles = 0
+        self.observations = 0
+        self.rejected: list[tuple[str, str, str]] = list(rejected)
+        self._seen = {(r[0], r[1]) for r in self.rejected}
+        self._assigned: set[str] = set()
+        self._candidates: set[str] = set()
+
+    def add(self, job: _TileJob, row: dict | None, kept: list[str], rejected: list) -> dict | None:
+        """Count one tile's result; returns the row to write, or None."""
+        self._candidates.update(o["obs_id"] for o in job.candidates)
+        keep = row is not None and bool(row["observations"])
+        if keep:
+            self.tiles += 1
+            self.observations += len(kept)
+            self._assigned.update(kept)
+        new = [r for r in rejected if r[1] != Reason.OBS_OUTSIDE_TILE and (r[0], r[1]) not in self._seen]
+        self.rejected.extend(new)
+        self._seen.update((r[0], r[1]) for r in new)
+        return row if keep else None
+
+    def finish(self) -> None:
+        """Reject the observations that no tile of their group took (groups may hold several tiles)."""
+        outside = sorted(self._candidates - self._assigned - {r[0] for r in self.rejected})
+        self.rejected.extend((o, Reason.OBS_OUTSIDE_TILE, "outside every tile of its group") for o in outside)
+
+
 def _run_builds(
     jobs: Sequence[_TileJob],
     out_uri: str,
@@ -241,26 +300,74 @@ def _run_builds(
     log: TextIO | None,
     pre_rejected: list[tuple[str, str, str]],
 ) -> BuildResult:
-    result = BuildResult(out_uri, rejected=list(pre_rejected))
-    assigned: set[str] = set()
-    all_candidates = {o["obs_id"] for j in jobs for o in j.candidates}
+    tally = BuildTally(pre_rejected)
     progress = Progress("build", len(jobs), log)
     with ManifestWriter(out_uri, s3=s3, **writer_kwargs) as writer, cf.ThreadPoolExecutor(max(1, workers)) as pool:
         # Threads: the work is I/O and GDAL/zlib decoding, which release the GIL.
-        for row, kept, rejected in pool.map(lambda j: _build_tile(j, inline, s3), jobs):
-            if row is not None and row["observations"]:
+        for job, (row, kept, rejected) in zip(jobs, pool.map(lambda j: build_tile(j, inline, s3), jobs)):
+            row = tally.add(job, row, kept, rejected)
+            if row is not None:
                 writer.write(row)
-                result.tiles += 1
-                result.observations += len(kept)
-                assigned.update(kept)
-            seen = {(r[0], r[1]) for r in result.rejected}
-            result.rejected.extend(r for r in rejected if r[1] != Reason.OBS_OUTSIDE_TILE and (r[0], r[1]) not in seen)
-            progress.step(f"{result.tiles} tiles, {result.observations} obs kept")
-    # An observation is only "outside" when no tile of its group took it (groups may hold several tiles).
-    outside = sorted(all_candidates - assigned - {r[0] for r in result.rejected})
-    result.rejected.extend((o, Reason.OBS_OUTSIDE_TILE, "outside every tile of its group") for o in outside)
-    progress.done(f"{result.tiles} tiles, {result.observations} obs, {len(result.rejected)} rejected")
-    return result
+            progress.step(f"{tally.tiles} tiles, {tally.observations} obs kept")
+    tally.finish()
+    progress.done(f"{tally.tiles} tiles, {tally.observations} obs, {len(tally.rejected)} rejected")
+    return BuildResult(out_uri, tally.tiles, tally.observations, tally.rejected, list(writer.shards))
+
+
+@dataclass
+class FolderPlan:
+    """The reference layout, listed (no file read yet): what both builders work from."""
+
+    groups: dict[str, list[tuple[str, str, str]]]  # group -> (uuid, SV URI, metadata URI), in listing order
+    tiles: dict[str, list[tuple[str, str]]]  # group -> (tile id, RS URI), by path
+    rejected: list[tuple[str, str, str]]  # street views without metadata, groups without an RS tile
+
+
+def plan_folders(root: str, s3: storage.S3Options | None = None) -> FolderPlan:
+    """List ``images/<group>/<uuid>.jpg``, ``rs_data/<group>/*.tif`` and ``image_meta_data/<uuid>.json``."""
+    fs, base = storage.resolve(root, s3)
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{root} is not a directory")
+    files = [i.path for i in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if i.type == pafs.FileType.File]
+    rel = [posixpath.relpath(p, base) for p in files]
+    to_uri = (lambda r: storage.join(root, r)) if storage.is_remote(root) else (lambda r: os.path.join(base, r))
+    metas = {
+        posixpath.splitext(posixpath.basename(r))[0]: r
+        for r in rel
+        if r.startswith("image_meta_data/") and r.endswith(".json")
+    }
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    rejected: list[tuple[str, str, str]] = []
+    for r in rel:
+        parts = r.split("/")
+        if len(parts) != 3 or parts[0] != "images" or not parts[2].lower().endswith((".jpg", ".jpeg", ".png")):
+            continue
+        uuid = posixpath.splitext(parts[2])[0]
+        if uuid not in metas:
+            rejected.append((uuid, "missing_metadata", f"no image_meta_data/{uuid}.json"))
+            continue
+        groups.setdefault(parts[1], []).append((uuid, to_uri(r), to_uri(metas[uuid])))
+    tiles: dict[str, list[tuple[str, str]]] = {}
+    for r in sorted(rel):
+        parts = r.split("/")
+        if len(parts) == 3 and parts[0] == "rs_data" and parts[2].lower().endswith((".tif", ".tiff")):
+            tiles.setdefault(parts[1], []).append((f"{parts[1]}/{posixpath.splitext(parts[2])[0]}", to_uri(r)))
+    for g, svs in groups.items():
+        if g not in tiles:
+            rejected.extend((uuid, Reason.OBS_OUTSIDE_TILE, f"group {g} has no RS tile") for uuid, _, _ in svs)
+    return FolderPlan(groups, tiles, rejected)
+
+
+def folder_observation(uuid: str, sv_uri: str, meta_uri: str, s3: storage.S3Options | None = None) -> dict[str, Any]:
+    """The observation of one street view of the reference layout (reads its metadata JSON)."""
+    meta = json.loads(storage.read_bytes(meta_uri, s3))
+    extra = {k: v for k, v in meta.items() if k not in ("lon", "lat")}
+    return observation(uuid, (_float(meta.get("lon")), _float(meta.get("lat"))), sv_uri=sv_uri, meta=extra or None)
+
+
+def group_jobs(tiles: Sequence[tuple[str, str]], candidates: list[dict[str, Any]]) -> list[_TileJob]:
+    """The tile jobs of one group of (tile id, RS URI): every tile gets all the group's observations."""
+    return [_TileJob(tile_id, rs_uri, candidates) for tile_id, rs_uri in tiles]
 
 
 def build_from_folders(
@@ -279,43 +386,15 @@ def build_from_folders(
     (with ``lon``, ``lat``). Every tile of a group gets the group's observations that lie
     inside it; an observation inside none is rejected (``obs_outside_tile``).
     """
-    fs, base = storage.resolve(root, s3)
-    files = [i.path for i in fs.get_file_info(pafs.FileSelector(base, recursive=True)) if i.type == pafs.FileType.File]
-    rel = [posixpath.relpath(p, base) for p in files]
-    to_uri = (lambda r: storage.join(root, r)) if storage.is_remote(root) else (lambda r: os.path.join(base, r))
-    metas = {
-        posixpath.splitext(posixpath.basename(r))[0]: r
-        for r in rel
-        if r.startswith("image_meta_data/") and r.endswith(".json")
-    }
-    groups: dict[str, list[dict]] = {}
-    rejected: list[tuple[str, str, str]] = []
-    for r in rel:
-        parts = r.split("/")
-        if len(parts) != 3 or parts[0] != "images" or not parts[2].lower().endswith((".jpg", ".jpeg", ".png")):
-            continue
-        uuid = posixpath.splitext(parts[2])[0]
-        if uuid not in metas:
-            rejected.append((uuid, "missing_metadata", f"no image_meta_data/{uuid}.json"))
-            continue
-        meta = json.loads(storage.read_bytes(to_uri(metas[uuid]), s3))
-        extra = {k: v for k, v in meta.items() if k not in ("lon", "lat")}
-        obs = observation(
-            uuid, (_float(meta.get("lon")), _float(meta.get("lat"))), sv_uri=to_uri(r), meta=extra or None
-        )
-        groups.setdefault(parts[1], []).append(obs)
+    plan = plan_folders(root, s3)
     jobs = []
-    for r in sorted(rel):
-        parts = r.split("/")
-        if len(parts) == 3 and parts[0] == "rs_data" and parts[2].lower().endswith((".tif", ".tiff")):
-            jobs.append(_TileJob(f"{parts[1]}/{posixpath.splitext(parts[2])[0]}", to_uri(r), groups.get(parts[1], [])))
-    tile_groups = {j.tile_id.split("/")[0] for j in jobs}
-    for g, obs_list in groups.items():
-        if g not in tile_groups:
-            rejected.extend((o["obs_id"], Reason.OBS_OUTSIDE_TILE, f"group {g} has no RS tile") for o in obs_list)
+    for group in sorted(plan.tiles):
+        candidates = [folder_observation(*sv, s3) for sv in plan.groups.get(group, [])]
+        jobs.extend(group_jobs(plan.tiles[group], candidates))
+    jobs.sort(key=lambda j: j.rs_uri)  # the listing's order
     return _run_builds(
         jobs, out_uri, inline=inline, workers=workers, s3=s3, writer_kwargs=writer_kwargs or {}, log=log,
-        pre_rejected=rejected,
+        pre_rejected=plan.rejected,
     )  # fmt: skip
 
 
@@ -328,23 +407,10 @@ def read_table(uri: str, s3: storage.S3Options | None = None) -> pa.Table:
         return pacsv.read_csv(f)
 
 
-def build_from_table(
-    table_uri: str,
-    out_uri: str,
-    *,
-    inline: bool = True,
-    workers: int = 8,
-    s3: storage.S3Options | None = None,
-    writer_kwargs: Mapping[str, Any] | None = None,
-    log: TextIO | None = sys.stderr,
-    columns: Mapping[str, str] | None = None,
-) -> BuildResult:
-    """Build a manifest from a table with columns ``sv``, ``lon``, ``lat``, ``rs`` (paths or URIs).
-
-    Optional columns: ``obs_id`` (default: the SV file name), ``capture_time``, ``heading``.
-    ``columns`` renames, e.g. ``{"sv": "image_path"}``. Relative paths are relative to the
-    table's folder.
-    """
+def table_jobs(
+    table_uri: str, s3: storage.S3Options | None = None, columns: Mapping[str, str] | None = None
+) -> list[_TileJob]:
+    """One job per RS tile of a table of pairs (see :func:`build_from_table`); SchemaError if columns lack."""
     names = {"sv": "sv", "lon": "lon", "lat": "lat", "rs": "rs", **(columns or {})}
     table = read_table(table_uri, s3)
     missing = [v for v in (names["sv"], names["lon"], names["lat"], names["rs"]) if v not in table.column_names]
@@ -370,7 +436,27 @@ def build_from_table(
             heading=float(heading) if heading is not None else None,
         )  # fmt: skip
         by_tile.setdefault(absolute(str(rec[names["rs"]])), []).append(obs)
-    jobs = [_TileJob(_tile_id_from_uri(rs), rs, obs) for rs, obs in by_tile.items()]
+    return [_TileJob(_tile_id_from_uri(rs), rs, obs) for rs, obs in by_tile.items()]
+
+
+def build_from_table(
+    table_uri: str,
+    out_uri: str,
+    *,
+    inline: bool = True,
+    workers: int = 8,
+    s3: storage.S3Options | None = None,
+    writer_kwargs: Mapping[str, Any] | None = None,
+    log: TextIO | None = sys.stderr,
+    columns: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """Build a manifest from a table with columns ``sv``, ``lon``, ``lat``, ``rs`` (paths or URIs).
+
+    Optional columns: ``obs_id`` (default: the SV file name), ``capture_time``, ``heading``.
+    ``columns`` renames, e.g. ``{"sv": "image_path"}``. Relative paths are relative to the
+    table's folder.
+    """
+    jobs = table_jobs(table_uri, s3, columns)
     return _run_builds(
         jobs, out_uri, inline=inline, workers=workers, s3=s3, writer_kwargs=writer_kwargs or {}, log=log,
         pre_rejected=[],
@@ -407,10 +493,7 @@ class ValidationReport:
         return 2 if self.fatal else (1 if self.bad else 0)
 
     def reasons(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, reason, _ in self.bad:
-            counts[reason] = counts.get(reason, 0) + 1
-        return counts
+        return count_reasons(self.bad)
 
     def write_report(self, path: str) -> None:
         """CSV with columns id, reason, detail (one line per problem)."""
@@ -465,19 +548,39 @@ def iter_manifest_rows(
     Raises SchemaError for a file that is not Parquet or not a manifest.
     """
     fs, _ = storage.resolve(uri, s3)
+    for path in manifest_files(uri, s3):
+        pf = open_manifest_file(fs, path)
+        for rg in range(pf.num_row_groups):
+            yield from iter_row_group(pf, path, rg, batch_rows)
+
+
+def manifest_files(uri: str, s3: storage.S3Options | None = None) -> list[str]:
+    """The Parquet files of a manifest (sorted); FileNotFoundError when there are none."""
     files = storage.list_parquet(uri, s3)
     if not files:
         raise FileNotFoundError(f"{uri} holds no .parquet files")
-    for path in files:
-        try:
-            pf = pq.ParquetFile(fs.open_input_file(path))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise schema.SchemaError(f"{path} is not a Parquet file: {exc}") from exc
-        problems = schema.schema_problems(pf.schema_arrow)
-        if problems:
-            raise schema.SchemaError(f"{path}: " + "; ".join(problems))
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(schema.COLUMNS)):
+    return files
+
+
+def open_manifest_file(fs: pafs.FileSystem, path: str) -> pq.ParquetFile:
+    """One manifest shard, its schema checked; SchemaError when it is not Parquet or not a manifest."""
+    try:
+        pf = pq.ParquetFile(fs.open_input_file(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise schema.SchemaError(f"{path} is not a Parquet file: {exc}") from exc
+    problems = schema.schema_problems(pf.schema_arrow)
+    if problems:
+        raise schema.SchemaError(f"{path}: " + "; ".join(problems))
+    return pf
+
+
+def iter_row_group(pf: pq.ParquetFile, path: str, rg: int, batch_rows: int = 32) -> Iterator[list[dict[str, Any]]]:
+    """The rows of one row group in lists of ``batch_rows``; SchemaError when its pages cannot be read."""
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[rg], columns=list(schema.COLUMNS)):
             yield batch.to_pylist()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise schema.SchemaError(f"{path}: row group {rg} cannot be read: {exc}") from exc
 
 
 def validate_manifest(

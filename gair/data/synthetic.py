@@ -15,6 +15,9 @@ EPSG:4326 (non-square), like the real data this stands in for.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 from typing import Any, TextIO
 
@@ -173,3 +176,84 @@ def tile_to_row(
     return manifest.tile_row(
         tile["tile_id"], info, S2_BANDS_12, observations, rs_bytes=tif if inline else None, rs_uri=rs_uri
     )
+
+
+def write_reference_layout(
+    root: str,
+    *,
+    groups: int,
+    tiles_per_group: int = 1,
+    obs_per_tile: int = 4,
+    seed: int = 0,
+    tile_size: int = 32,
+    sv_size: int = 32,
+    bad: bool = False,
+    s3: storage.S3Options | None = None,
+) -> dict[str, Any]:
+    """Input for the manifest builders: the reference folder layout and a table of the same pairs.
+
+    ``images/<group>/<obs>.jpg``, ``rs_data/<group>/<tile>.tif``, ``image_meta_data/<obs>.json``
+    (lon, lat, heading, capture_time, class) and ``pairs.csv`` (sv, lon, lat, rs, heading,
+    capture_time; paths relative to ``root``). A group's tiles lie apart, so each street view
+    is inside one tile of its group. ``bad`` adds what the builders reject or let through:
+    coordinates missing (``lonlat_nan``), out of range, outside the tiles; an image without
+    metadata, a group without a tile, an unreadable RS tile, an unreadable (garbage) street
+    view (kept: the builders do not decode street views; the validator flags it) and, in the
+    table only, a missing SV file and a missing RS file. Returns the counts and paths.
+    """
+    rows: list[list[Any]] = []
+    n_sv = n_tiles = 0
+
+    def put(rel: str, data: bytes) -> None:
+        storage.write_bytes(storage.join(root, rel), data, s3)
+
+    def add_sv(group: str, obs_id: str, jpg: bytes, lon: Any, lat: Any, rs_rel: str, extra: dict, *, meta=True):
+        nonlocal n_sv
+        put(f"images/{group}/{obs_id}.jpg", jpg)
+        n_sv += 1
+        if meta:
+            put(f"image_meta_data/{obs_id}.json", json.dumps({"lon": lon, "lat": lat, **extra}).encode())
+        rows.append([f"images/{group}/{obs_id}.jpg", lon, lat, rs_rel, extra.get("heading"), extra.get("capture_time")])
+
+    first_tile = None
+    for g in range(groups):
+        group = f"g{g:05d}"
+        for t in range(tiles_per_group):
+            tile = make_tile(
+                seed, g * tiles_per_group + t, obs_per_tile=obs_per_tile, tile_size=tile_size, sv_size=sv_size
+            )
+            info = tile["info"]
+            rs_rel = f"rs_data/{group}/{tile['tile_id']}.tif"
+            put(rs_rel, decode.encode_geotiff(tile["rs"], info.crs, info.transform))
+            n_tiles += 1
+            first_tile = first_tile or (group, rs_rel, tile)
+            for o in tile["obs"]:
+                extra = {"heading": o["heading"], "capture_time": o["capture_time"], "class": o["class"]}
+                add_sv(group, o["obs_id"], decode.encode_jpeg(o["image"]), *o["lonlat"], rs_rel, extra)
+    table_only: list[list[Any]] = []
+    if bad and first_tile is not None:
+        group, rs_rel, tile = first_tile
+        jpg = decode.encode_jpeg(tile["obs"][0]["image"])
+        lon, lat = tile["obs"][0]["lonlat"]
+        add_sv(group, "bad-lonlat-nan", jpg, None, lat, rs_rel, {})
+        add_sv(group, "bad-lat-95", jpg, lon, 95.0, rs_rel, {})
+        add_sv(group, "bad-outside", jpg, lon + (-20.0 if lon > 0 else 20.0), lat, rs_rel, {})
+        add_sv(group, "bad-garbage-jpeg", b"\xff\xd8\xff\xe0" + b"\x00" * 50, lon, lat, rs_rel, {})
+        add_sv(group, "bad-no-metadata", jpg, lon, lat, rs_rel, {}, meta=False)
+        rows.pop()  # the table has no metadata files: that row would be a good one
+        add_sv("gbad-no-tile", "bad-group-without-tile", jpg, lon, lat, "rs_data/gbad-no-tile/none.tif", {})
+        rows.pop()
+        put("rs_data/gbad-garbage/garbage.tif", b"II*\x00" + b"\x07" * 200)
+        n_tiles += 1
+        add_sv("gbad-garbage", "bad-on-garbage-tile", jpg, lon, lat, "rs_data/gbad-garbage/garbage.tif", {})
+        table_only = [
+            ["images/missing/bad-missing-sv.jpg", lon, lat, rs_rel, None, None],
+            ["images/x/bad-on-missing-tile.jpg", lon, lat, "rs_data/missing/none.tif", None, None],
+        ]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["sv", "lon", "lat", "rs", "heading", "capture_time"])
+    w.writerows([["" if v is None else v for v in r] for r in rows + table_only])
+    table = storage.join(root, "pairs.csv")
+    storage.write_bytes(table, buf.getvalue().encode(), s3)
+    return {"root": root, "table": table, "street_views": n_sv, "tiles": n_tiles, "table_rows": len(rows + table_only)}

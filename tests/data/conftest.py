@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import io
+import re
 import struct
 import tempfile
 from collections.abc import Callable
@@ -236,3 +238,33 @@ def tile_centre_lonlat(path: Path) -> np.ndarray:
         return geo.xy_to_lonlat(np.zeros((1, 2)), src.crs.to_string(), tuple(src.transform)[:6], src.width, src.height)[
             0
         ]
+
+
+def _digest(b: bytes | None) -> str | None:
+    return None if b is None else hashlib.sha256(b).hexdigest()[:16]
+
+
+def manifest_content(uri: str) -> list[tuple]:
+    """Every tile of a manifest with its observations, order-free (image bytes as digests)."""
+    tiles = []
+    for rows in manifest.iter_manifest_rows(uri):
+        for r in rows:
+            obs = sorted(
+                (o["obs_id"], _digest(o["sv_bytes"]), o["sv_uri"], o["lon"], o["lat"], o["capture_time"],
+                 o["heading"], o["meta_json"])
+                for o in r["observations"]
+            )  # fmt: skip
+            tiles.append((r["tile_id"], r["crs"], tuple(r["transform"]), r["width"], r["height"],
+                          tuple(r["band_names"]), _digest(r["rs_bytes"]), r["rs_uri"], tuple(obs)))  # fmt: skip
+    return sorted(tiles)
+
+
+def normalized_rejects(rejected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Rejections without what differs from run to run (GDAL's in-memory file names, object addresses)."""
+    scrub = [(re.compile(r"[0-9a-f]{8}-[0-9a-f-]{27}\.tif"), "<mem>.tif"), (re.compile(r"0x[0-9a-f]+"), "0x")]
+    out = []
+    for i, r, d in rejected:
+        for pattern, repl in scrub:
+            d = pattern.sub(repl, d)
+        out.append((i, r, d))
+    return sorted(out)

@@ -13,7 +13,15 @@ import pytest
 
 from gair.data import decode, manifest, synthetic
 from gair.data.decode import Reason
-from tests.data.conftest import BAD_ROW_CORPUS, bad_row, good_row, tile_centre_lonlat, write_rows
+from tests.data.conftest import (
+    BAD_ROW_CORPUS,
+    bad_row,
+    good_row,
+    manifest_content,
+    normalized_rejects,
+    tile_centre_lonlat,
+    write_rows,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,26 +121,35 @@ def test_build_manifest_job_from_csv_table(tmp_path: Path, real_tiles) -> None:
     with open(tmp_path / "pairs.csv", "w", newline="") as f:
         csv.writer(f).writerows(lines)
     proc = run_job("build_manifest.py", "--table", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "m"),
-                   "--rejects", str(tmp_path / "rej.csv"), "--workers", "2")  # fmt: skip
+                   "--rejects", str(tmp_path / "rej.csv"), "--workers", "2", "--engine", "threads")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "3 tiles, 3 observations, 1 rejected" in proc.stdout
+    assert "3 tiles, 3 observations, 1 rejected" in proc.stdout and f"  {Reason.OBS_OUTSIDE_TILE}: 1" in proc.stdout
     rejects = list(csv.DictReader((tmp_path / "rej.csv").read_text().splitlines()))
     assert [r["reason"] for r in rejects] == [Reason.OBS_OUTSIDE_TILE]
 
 
 def test_build_manifest_job_unusable_input(tmp_path: Path) -> None:
+    # The default (Ray Data) engine reads the input before it starts Ray: bad input fails fast.
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
-    proc = run_job("build_manifest.py", "--table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"))
-    assert proc.returncode == 2 and "lacks columns" in proc.stderr
+    for engine in ("ray", "threads"):
+        proc = run_job("build_manifest.py", "--table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"),
+                       "--engine", engine)  # fmt: skip
+        assert proc.returncode == 2 and "lacks columns" in proc.stderr
+        proc = run_job("build_manifest.py", "--folders", str(tmp_path / "nothing"), "--out", str(tmp_path / "m"),
+                       "--engine", engine)  # fmt: skip
+        assert proc.returncode == 2 and "nothing is not a directory" in proc.stderr, proc.stderr
 
 
 def test_validate_job_exit_codes_and_report(tmp_path: Path, synthetic_manifest: str) -> None:
-    assert run_job("validate_manifest.py", synthetic_manifest, "--bands", "B2,B3").returncode == 0
+    assert (
+        run_job("validate_manifest.py", synthetic_manifest, "--bands", "B2,B3", "--engine", "threads").returncode == 0
+    )
 
     dup = good_row(0)
     rows = [good_row(0), dup, *[bad_row(k) for k, _, _ in BAD_ROW_CORPUS]]
     write_rows(str(tmp_path / "bad"), rows)
-    proc = run_job("validate_manifest.py", str(tmp_path / "bad"), "--report", str(tmp_path / "r.csv"))
+    proc = run_job("validate_manifest.py", str(tmp_path / "bad"), "--report", str(tmp_path / "r.csv"), "--engine",
+                   "threads")  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     report = list(csv.DictReader((tmp_path / "r.csv").read_text().splitlines()))
     got = {(r["id"].rsplit("-o", 1)[0], r["reason"]) for r in report}
@@ -141,6 +158,7 @@ def test_validate_job_exit_codes_and_report(tmp_path: Path, synthetic_manifest: 
     assert {r["reason"] for r in report} >= {Reason.DUPLICATE_TILE_ID, Reason.DUPLICATE_OBS_ID}
     assert len(report) == len(BAD_ROW_CORPUS) + 1 + 3  # + duplicate tile + its 3 duplicate observations
 
+    # Unusable input: found on the driver by the default (Ray Data) engine too, before Ray starts.
     (tmp_path / "notparquet").mkdir()
     (tmp_path / "notparquet" / "part-0.parquet").write_text("hello")
     proc = run_job("validate_manifest.py", str(tmp_path / "notparquet"), "--report", str(tmp_path / "r2.csv"))
@@ -149,3 +167,25 @@ def test_validate_job_exit_codes_and_report(tmp_path: Path, synthetic_manifest: 
     proc = run_job("validate_manifest.py", str(tmp_path / "wrong.parquet"))
     assert proc.returncode == 2 and "missing column 'observations'" in proc.stderr
     assert run_job("validate_manifest.py", str(tmp_path / "missing")).returncode == 2
+
+
+def test_ray_builder_task_body_matches_the_threaded_builder(tmp_path: Path) -> None:
+    """The Ray Data builder's map_batches body called directly (no Ray): the threaded builder's rows and rejects."""
+    from gair.data import manifest_ray
+
+    info = synthetic.write_reference_layout(str(tmp_path / "in"), groups=4, tiles_per_group=2, obs_per_tile=2, bad=True)
+    threads = manifest.build_from_folders(info["root"], str(tmp_path / "t"), workers=2, log=None)
+    plan = manifest.plan_folders(info["root"])
+    chunks = manifest_ray.chunk_units(manifest_ray.folder_units(plan), 3)
+    assert len(chunks) == 3 and [c.num_rows for c in chunks] == [2, 2, 1]  # groups of 2 tiles, + the garbage tile
+    manifest.prepare_output(str(tmp_path / "r"))
+    kwargs = {"out_uri": str(tmp_path / "r"), "inline": True, "s3": None, "writer_kwargs": {}, "threads": 2}
+    out = [r for c in chunks for r in manifest_ray.build_chunks(c, **kwargs).to_pylist()]
+    assert [o["chunk"] for o in out] == [0, 1, 2] and sum(o["tiles"] for o in out) == threads.tiles == 8
+    assert sum(o["observations"] for o in out) == threads.observations
+    rejected = plan.rejected + [(r["id"], r["reason"], r["detail"]) for o in out for r in o["rejected"]]
+    assert normalized_rejects(rejected) == normalized_rejects(threads.rejected)
+    assert manifest_content(str(tmp_path / "r")) == manifest_content(threads.manifest_uri)
+    assert sorted(p.name for p in (tmp_path / "r").glob("*.parquet")) == [
+        f"part-0000{k}-00000.parquet" for k in range(2)
+    ]
