@@ -195,7 +195,8 @@ def bench(args: argparse.Namespace) -> int:
     single = run_single(small, spec)
     dl_rate, dl_steady, dl_n, dl_start = run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg)
     # The trainer is not running here: the pipeline gets exactly the decode workers' CPUs.
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    # address="local": a private instance, not a `ray start` cluster that may run on this machine.
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
     _, _, n1, _, mem1 = run_ray(small, data_cfg, model_cfg)
     ray_rate, ray_steady, ray_n, ray_start, mem_big = run_ray(big, data_cfg, model_cfg)
