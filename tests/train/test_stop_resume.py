@@ -41,15 +41,36 @@ def private_ray_tmpdir():
     _stop_processes_under(path)
 
 
-def _stop_processes_under(path: str) -> None:
+def _processes_under(path: str) -> list[int]:
+    """Processes whose command line names ``path``, or whose environment has ``RAY_TMPDIR=path``.
+
+    Ray workers rename themselves (``ray::RayTrainWorker``...), so their command line no longer
+    names the temp dir; they inherit the job's ``RAY_TMPDIR``, which still finds them.
+    """
     out = subprocess.run(["pgrep", "-f", path], capture_output=True, text=True).stdout.split()
-    pids = [int(p) for p in out if int(p) != os.getpid()]
+    pids = {int(p) for p in out}
+    marker = f"RAY_TMPDIR={path}".encode() + b"\0"
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (proc / "environ").read_bytes():
+                    pids.add(int(proc.name))
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def _stop_processes_under(path: str, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL, the processes of the Ray instance under ``path``; wait until they are gone."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _processes_under(path)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         if pids:
             time.sleep(2)
+    deadline = time.monotonic() + timeout
+    while _processes_under(path) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def job_command(tmp: Path, name: str) -> list[str]:
@@ -94,6 +115,20 @@ def interrupt(proc: subprocess.Popen, timeout: float = 90) -> int:
         return proc.wait(timeout=30)
 
 
+def newest_verified_step(run_dir: Path) -> int | None:
+    """Step of the checkpoint a resumed run must take: the newest on storage that verifies.
+
+    That can be newer than Ray Train's last committed one: the workers may have written (and
+    completed) the next checkpoint before the stop reached the controller.
+    """
+    from gair.train import checkpoint
+
+    name = checkpoint.choose_checkpoint(str(run_dir), None, log=lambda *_: None)
+    if name is None:
+        return None
+    return json.loads((run_dir / name / "train_state.json").read_text())["step"]
+
+
 def progress_steps(output: str) -> list[int]:
     return sorted({int(m) for m in re.findall(rf"step (\d+)/{MAX_STEPS} loss=", output)})
 
@@ -115,10 +150,12 @@ def test_stop_midrun_and_resume_by_name(tmp_path, private_ray_tmpdir):
         rc1 = interrupt(proc) if proc.poll() is None else proc.returncode
     first = log1.read_text()
     _stop_processes_under(private_ray_tmpdir)  # whatever of its local Ray survived the Ctrl-C
-    saved = committed_step(run_dir)
-    assert saved is not None, f"no checkpoint committed before the deadline:\n{first[-4000:]}"
+    assert not _processes_under(private_ray_tmpdir), "processes of the first run outlived the stop"
+    committed = committed_step(run_dir)
+    assert committed is not None, f"no checkpoint committed before the deadline:\n{first[-4000:]}"
     assert rc1 != 0 and "done:" not in first, f"the first run finished instead of being stopped:\n{first[-4000:]}"
-    assert 0 < saved < MAX_STEPS
+    saved = newest_verified_step(run_dir)
+    assert saved is not None and committed <= saved < MAX_STEPS, (committed, saved)
     assert not (run_dir / "export").exists(), "an interrupted run must not export"
 
     # The same command again resumes from the committed checkpoint and finishes.
@@ -126,7 +163,8 @@ def test_stop_midrun_and_resume_by_name(tmp_path, private_ray_tmpdir):
     second = proc.stdout + proc.stderr
     (tmp_path / "second.log").write_text(second)
     assert proc.returncode == 0, second[-6000:]
-    assert re.search(rf"resumed from step {saved}\b", second), second[-6000:]
+    resumed = re.findall(r"resumed from step (\d+)", second)
+    assert resumed == [str(saved)], (resumed, saved, committed, second[-6000:])
     steps = progress_steps(second)
     assert steps and min(steps) > saved and max(steps) == MAX_STEPS, steps
     assert re.search(rf"done: {MAX_STEPS} steps", second), second[-3000:]
