@@ -645,7 +645,9 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
             if self.stats.seen >= cfg.min_rows_before_bad_check:
                 self.stats.check(cfg.max_bad_fraction)
             keys = SAMPLE_KEYS + (("source",) if "source" in chunk else ())  # mixed manifests: each sample's
-            good = {k: chunk[k][chunk["ok"]] for k in keys}
+            ok = chunk["ok"]
+            # All rows good (the usual case): take the arrays as they are, no masked copy.
+            good = {k: chunk[k] for k in keys} if ok.all() else {k: chunk[k][ok] for k in keys}
             if len(good["rs"]):
                 pending.append(good)
                 n_pending += len(good["rs"])
@@ -689,7 +691,10 @@ def _take(
     pending: list[dict[str, np.ndarray]], n: int
 ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
     """The first ``n`` rows of the pending chunks, and what is left."""
-    merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+    if len(pending) == 1:  # no concatenation (a copy of every array) for one chunk
+        merged = pending[0]
+    else:
+        merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
     batch = {k: v[:n] for k, v in merged.items()}
     rest = {k: v[n:] for k, v in merged.items()}
     left = len(rest["rs"])
