@@ -73,3 +73,25 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def assert_outage_is_named(base: str, opts: object, proxy: TcpProxy, label: str) -> None:
+    """Through ``proxy`` (``opts`` points at it), objects under ``base``/down: an absent one is "not
+    found"; once the proxy stops, reading, listing and writing raise StorageUnavailableError
+    naming ``label`` (a ConnectionError, never FileNotFoundError)."""
+    import pytest
+
+    from gair.data import storage
+
+    storage.write_bytes(f"{base}/down/x.bin", b"1", opts)
+    with pytest.raises(FileNotFoundError):  # absent objects stay "not found"
+        storage.read_bytes(f"{base}/down/absent.bin", opts)
+    proxy.stop()
+    for call in (
+        lambda: storage.read_bytes(f"{base}/down/x.bin", opts),
+        lambda: storage.list_parquet(f"{base}/down", opts),
+        lambda: storage.write_bytes(f"{base}/down/z.bin", b"1", opts),
+    ):
+        with pytest.raises(storage.StorageUnavailableError, match=f"{label} {proxy.url} unreachable") as err:
+            call()
+        assert isinstance(err.value, ConnectionError) and not isinstance(err.value, FileNotFoundError)

@@ -222,31 +222,38 @@ def build_dataset(
         # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
         # step that would hold every block before the first batch (no longer streaming).
         paths = [paths[i] for i in np.random.default_rng([data_cfg.seed, epoch]).permutation(len(paths))]
-    # Read and decode get the same concurrency, CPUs and placement (what Ray Data needs to fuse
-    # two map operators; Ray 2.60's Parquet read still runs as its own operator): together they
-    # never ask for more than num_decode_workers x num_cpus_per_decode CPUs, and with a
-    # preprocessing resource neither runs on (or holds the CPUs of) a node without it.
-    # (Ray Data's file listing, a moment's work before the read, takes no such arguments.)
+    spec = decode_spec(data_cfg, model_cfg, train=train, epoch=epoch)
+    return _read_and_decode(paths, fs, data_cfg, _decode_batch, {"spec": spec})
+
+
+def _read_and_decode(
+    paths: list[str], fs: Any, data_cfg: DataConfig, fn: Any, fn_kwargs: dict[str, Any], *, include_paths: bool = False
+) -> ray.data.Dataset:
+    """Read the Parquet shards ``paths`` and decode them with ``fn`` (``fn_kwargs`` plus ``chunk``), fused.
+
+    Read and decode get the same concurrency, CPUs and placement (what Ray Data needs to fuse
+    two map operators): together they never ask for more than num_decode_workers x
+    num_cpus_per_decode CPUs, and with a preprocessing resource neither runs on (or holds the
+    CPUs of) a node without it. (Ray Data's file listing, a moment's work before the read,
+    takes no such arguments.) Whole read blocks (batch_size=None) go to ``fn``, which decodes
+    them data.decode_batch_size rows at a time: a map with a batch size does not fuse with the
+    read (Ray Data will not fuse an operator that may change the row count into one that asks
+    for a minimum of rows), and unfused, a read task holds its CPU while the decode waits for one.
+    """
     placement = placement_resources(data_cfg) or None
     ds = ray.data.read_parquet(
         paths,
         filesystem=fs,
         columns=list(schema.COLUMNS),
         file_extensions=["parquet"],
+        include_paths=include_paths,
         concurrency=data_cfg.num_decode_workers,
         num_cpus=data_cfg.num_cpus_per_decode,
         resources=placement,
     )
-    # Whole read blocks (batch_size=None) go to the decode function, which decodes them
-    # data.decode_batch_size rows at a time: a map with a batch size does not fuse with the read
-    # (Ray Data will not fuse an operator that may change the row count into one that asks for
-    # a minimum of rows), and unfused, a read task holds its CPU while the decode waits for one.
     return ds.map_batches(
-        _decode_batch,
-        fn_kwargs={
-            "spec": decode_spec(data_cfg, model_cfg, train=train, epoch=epoch),
-            "chunk": data_cfg.decode_batch_size,
-        },
+        fn,
+        fn_kwargs={**fn_kwargs, "chunk": data_cfg.decode_batch_size},
         batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
@@ -320,31 +327,12 @@ def build_mixed_dataset(
     tagged = [(path, i) for i, src in enumerate(sources) for path in src.files.paths]
     order = np.random.default_rng([data_cfg.seed, epoch]).permutation(len(tagged))
     paths = [tagged[k][0] for k in order]
-    placement = placement_resources(data_cfg) or None
-    ds = ray.data.read_parquet(
-        paths,
-        filesystem=fs,
-        columns=list(schema.COLUMNS),
-        file_extensions=["parquet"],
-        include_paths=True,
-        concurrency=data_cfg.num_decode_workers,
-        num_cpus=data_cfg.num_cpus_per_decode,
-        resources=placement,
-    )
-    return ds.map_batches(
-        _mix_decode_batch,
-        fn_kwargs={
-            "spec": decode_spec(data_cfg, model_cfg, train=True, epoch=epoch),
-            "source_of": {_path_key(p): i for p, i in tagged},
-            "rates": mix_rates(sources),
-            "chunk": data_cfg.decode_batch_size,
-        },
-        batch_size=None,  # whole read blocks, decoded in chunks: read and decode fuse (see build_dataset)
-        batch_format="pyarrow",
-        compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
-        num_cpus=data_cfg.num_cpus_per_decode,
-        resources=placement,
-    )
+    fn_kwargs = {
+        "spec": decode_spec(data_cfg, model_cfg, train=True, epoch=epoch),
+        "source_of": {_path_key(p): i for p, i in tagged},
+        "rates": mix_rates(sources),
+    }
+    return _read_and_decode(paths, fs, data_cfg, _mix_decode_batch, fn_kwargs, include_paths=True)
 
 
 def _path_key(path: str) -> str:
@@ -355,8 +343,8 @@ def _path_key(path: str) -> str:
 def _mix_decode_batch(
     table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float], chunk: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, max(table.num_rows, 1), chunk):
-        yield _mix_decode_rows(table.slice(start, chunk), spec, source_of, rates)
+    for part in _chunks(table, chunk):
+        yield _mix_decode_rows(part, spec, source_of, rates)
 
 
 def _mix_decode_rows(
@@ -582,8 +570,14 @@ def _decode_batch(table: pa.Table, spec: decode.DecodeSpec, chunk: int) -> Itera
     """Decode a read block ``chunk`` rows at a time (each chunk is one output batch)."""
     # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
     torch.set_num_threads(1)
-    for start in range(0, max(table.num_rows, 1), chunk):
-        yield decode.decode_rows(table.slice(start, chunk).to_pylist(), spec)
+    for part in _chunks(table, chunk):
+        yield decode.decode_rows(part.to_pylist(), spec)
+
+
+def _chunks(table: pa.Table, size: int) -> Iterator[pa.Table]:
+    """``table`` in slices of ``size`` rows (an empty table: one empty slice, so its output keeps the schema)."""
+    for start in range(0, max(table.num_rows, 1), size):
+        yield table.slice(start, size)
 
 
 # ----------------------------------------------------------------------- iterating
@@ -651,7 +645,9 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
             if self.stats.seen >= cfg.min_rows_before_bad_check:
                 self.stats.check(cfg.max_bad_fraction)
             keys = SAMPLE_KEYS + (("source",) if "source" in chunk else ())  # mixed manifests: each sample's
-            good = {k: chunk[k][chunk["ok"]] for k in keys}
+            ok = chunk["ok"]
+            # All rows good (the usual case): take the arrays as they are, no masked copy.
+            good = {k: chunk[k] for k in keys} if ok.all() else {k: chunk[k][ok] for k in keys}
             if len(good["rs"]):
                 pending.append(good)
                 n_pending += len(good["rs"])
@@ -695,7 +691,10 @@ def _take(
     pending: list[dict[str, np.ndarray]], n: int
 ) -> tuple[dict[str, np.ndarray], list[dict[str, np.ndarray]], int]:
     """The first ``n`` rows of the pending chunks, and what is left."""
-    merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+    if len(pending) == 1:  # no concatenation (a copy of every array) for one chunk
+        merged = pending[0]
+    else:
+        merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
     batch = {k: v[:n] for k, v in merged.items()}
     rest = {k: v[n:] for k, v in merged.items()}
     left = len(rest["rs"])

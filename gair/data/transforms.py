@@ -154,11 +154,15 @@ def normalize_sv(
     sv_BKVVC: torch.Tensor, mask_BK: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """uint8 street views (B, K, V, V, 3) -> float32 (B, K, 3, V, V), normalized; zeros where padded."""
-    x = sv_BKVVC.permute(0, 1, 4, 2, 3).float().div_(255.0)
+    b, k, v, w, c = sv_BKVVC.shape
+    # One strided copy into channel-first float32, then one fused multiply-subtract in place:
+    # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std (equal to within float rounding).
+    x = torch.empty((b, k, c, v, w), dtype=torch.float32, device=sv_BKVVC.device)
+    x.copy_(sv_BKVVC.permute(0, 1, 4, 2, 3))
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
-    x = (x - m) / s
-    return x * mask_BK[:, :, None, None, None].to(x.dtype)
+    x.mul_(1.0 / (255.0 * s)).sub_(m / s)
+    return x.mul_(mask_BK[:, :, None, None, None].to(x.dtype))
 
 
 def color_jitter_bands(

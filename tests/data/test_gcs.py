@@ -15,7 +15,7 @@ from gair.configs.data import DataConfig
 from gair.data import decode, manifest, pipeline, storage, synthetic
 from gair.data.decode import BadRowError, Reason
 from gair.train import checkpoint, preflight
-from tests._proxy import TcpProxy
+from tests._proxy import TcpProxy, assert_outage_is_named
 from tests.conftest import _free_port, create_gcs_bucket
 from tests.data.conftest import tile_centre_lonlat, tiny_data_cfg, tiny_model_cfg, write_rows
 
@@ -120,18 +120,7 @@ def test_an_unreachable_endpoint_is_a_retryable_error_naming_it_not_not_found(gc
     proxy.start()
     try:
         opts = storage.S3Options(gcs_endpoint_url=proxy.url, retry_time_limit_s=1)
-        storage.write_bytes(f"gs://{gcs_bucket}/down/x.bin", b"1", opts)
-        with pytest.raises(FileNotFoundError):  # absent objects stay "not found"
-            storage.read_bytes(f"gs://{gcs_bucket}/down/absent.bin", opts)
-        proxy.stop()
-        for call in (
-            lambda: storage.read_bytes(f"gs://{gcs_bucket}/down/x.bin", opts),
-            lambda: storage.list_parquet(f"gs://{gcs_bucket}/down", opts),
-            lambda: storage.write_bytes(f"gs://{gcs_bucket}/down/z.bin", b"1", opts),
-        ):
-            with pytest.raises(storage.StorageUnavailableError, match=f"GCS endpoint {proxy.url} unreachable") as err:
-                call()
-            assert isinstance(err.value, ConnectionError) and not isinstance(err.value, FileNotFoundError)
+        assert_outage_is_named(f"gs://{gcs_bucket}", opts, proxy, "GCS endpoint")
     finally:
         proxy.stop()
 

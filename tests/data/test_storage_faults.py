@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gair.data import storage
-from tests._proxy import TcpProxy
+from tests._proxy import TcpProxy, assert_outage_is_named
 
 
 @pytest.fixture
@@ -39,15 +39,4 @@ def test_a_ten_second_refusal_is_ridden_out(s3_bucket, s3_proxy):
 
 def test_an_unreachable_endpoint_is_a_retryable_error_naming_it_not_not_found(s3_bucket, s3_proxy):
     opts = storage.S3Options(endpoint_url=s3_proxy.url, retry_time_limit_s=3)
-    storage.write_bytes(f"s3://{s3_bucket}/down/x.bin", b"1", opts)
-    with pytest.raises(FileNotFoundError):  # absent objects stay "not found"
-        storage.read_bytes(f"s3://{s3_bucket}/down/absent.bin", opts)
-    s3_proxy.stop()
-    for call in (
-        lambda: storage.read_bytes(f"s3://{s3_bucket}/down/x.bin", opts),
-        lambda: storage.list_parquet(f"s3://{s3_bucket}/down", opts),
-        lambda: storage.write_bytes(f"s3://{s3_bucket}/down/z.bin", b"1", opts),
-    ):
-        with pytest.raises(storage.StorageUnavailableError, match=f"S3 endpoint {s3_proxy.url} unreachable") as err:
-            call()
-        assert isinstance(err.value, ConnectionError) and not isinstance(err.value, FileNotFoundError)
+    assert_outage_is_named(f"s3://{s3_bucket}", opts, s3_proxy, "S3 endpoint")
