@@ -10,10 +10,16 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
 - the single-process decode rate (rows already in memory) times the cores used: the
   ceiling for decode-bound ingest;
 - for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
-- peak memory (sum of PSS of this process and all its children, Ray workers and object
-  store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
+- peak memory (sum of PSS of the measuring process and all its children, Ray workers and
+  object store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
 
-    python bench/ingest.py --tiles 64 --workers 4
+Each Ray Data pass runs in its own process with its own local Ray (``--measure-ray``), so
+that ``--baseline REF`` can run the same pass with the ``gair`` of another git commit (the
+code before a change) in the same run, on the same data: it prints the new/old ratio. The
+loaders take turns ``--repeats`` times (medians are printed), and the ceiling is the median
+of ``--repeats`` decode passes: one pass of a few hundred rows is too noisy to divide by.
+
+    python bench/ingest.py --tiles 200 --scale 10 --baseline 397ae17
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+# GAIR_BENCH_SRC: the source tree whose ``gair`` a --measure-ray pass imports (--baseline sets it).
+sys.path.insert(0, os.environ.get("GAIR_BENCH_SRC") or str(REPO))
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
 
 import psutil  # noqa: E402
 
@@ -45,6 +58,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode workers / cores")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--endpoint", default="", help="S3 endpoint to use instead of starting moto")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="passes of each loader, taken in turns (medians printed); the ceiling takes 2x as many",
+    )
+    p.add_argument("--baseline", default="",
+                   help="a git ref (e.g. the commit before a change): its Ray Data pipeline is measured too, "
+                        "in the same run on the same data, and the new/old ratio printed")  # fmt: skip
+    p.add_argument("--measure-ray", nargs=2, metavar=("SMALL_URI", "BIG_URI"), help=argparse.SUPPRESS)
+    p.add_argument("--json-out", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -143,20 +167,78 @@ def run_dataloader(
     return steady_rate(consume(loader), start)
 
 
-def run_single(uri: str, spec: decode.DecodeSpec) -> float:
-    """Rows/s of decode alone in this process (rows already in memory)."""
+def run_single(uri: str, spec: decode.DecodeSpec, passes: int) -> list[float]:
+    """Rows/s of decode alone in this process (rows already in memory), one figure per pass."""
     import torch
 
     torch.set_num_threads(1)
     rows = [r for b in manifest.iter_manifest_rows(uri, spec.s3) for r in b]
     decode.decode_rows(rows[:2], spec)  # warm up imports and caches
-    start = time.perf_counter()
-    decode.decode_rows(rows, spec)
-    return len(rows) / (time.perf_counter() - start)
+    rates = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        decode.decode_rows(rows, spec)
+        rates.append(len(rows) / (time.perf_counter() - start))
+    return rates
+
+
+def bench_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig]:
+    model_cfg = ModelConfig()  # the paper's sizes: RS 96 px, SV 224 px
+    data_cfg = DataConfig(batch_size=args.batch_size, obs_per_tile=args.obs_per_tile, num_decode_workers=args.workers,
+                          decode_batch_size=8, shuffle_buffer=0, max_bad_fraction=0.0)  # fmt: skip
+    return data_cfg, model_cfg
+
+
+def measure_ray(args: argparse.Namespace) -> int:
+    """One process, one private local Ray: a warm-up pass and a measured pass over the 1x data
+    (memory), then the measured pass over the large data; the figures go to --json-out."""
+    import ray
+
+    small, big = args.measure_ray
+    data_cfg, model_cfg = bench_configs(args)
+    # The trainer is not running here: the pipeline gets exactly the decode workers' CPUs.
+    # address="local": a private instance, not a `ray start` cluster that may run on this machine.
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    try:
+        run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
+        _, _, n1, _, mem1 = run_ray(small, data_cfg, model_cfg)
+        rate, steady, n, startup, mem = run_ray(big, data_cfg, model_cfg)
+    finally:
+        ray.shutdown()
+    Path(args.json_out).write_text(json.dumps(dict(rate=rate, steady=steady, n=n, startup=startup, n1=n1,
+                                                   mem1=mem1, mem=mem)))  # fmt: skip
+    return 0
+
+
+def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None) -> dict:
+    """A --measure-ray pass in a child process; ``src``: the source tree of its ``gair`` (None: this one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ray.json"
+        env = dict(os.environ)
+        if src:  # its Ray workers import that tree's gair too
+            env.update(GAIR_BENCH_SRC=src, PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-ray", small, big, "--json-out", str(out),
+               "--workers", str(args.workers), "--batch-size", str(args.batch_size),
+               "--obs-per-tile", str(args.obs_per_tile)]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True)
+        return json.loads(out.read_text())
+
+
+def checkout(ref: str, into: Path) -> str:
+    """The tree of git ``ref`` of this repository, written under ``into``; returns its path."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dest = into / sha[:12]
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return str(dest)
 
 
 def main() -> int:
     args = parse_args()
+    if args.measure_ray:
+        return measure_ray(args)
     moto = None
     if args.endpoint:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint
@@ -173,54 +255,73 @@ def main() -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
+    baseline_dir = Path(tempfile.mkdtemp(prefix="gair-bench-src-"))
+    try:
+        baseline = checkout(args.baseline, baseline_dir) if args.baseline else None
+        return _bench(args, baseline)
+    finally:
+        shutil.rmtree(baseline_dir, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     import boto3
-    import ray
 
     bucket = f"gair-bench-{os.getpid()}"
     boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket=bucket)
     t = time.perf_counter()
     small = synthetic.write_synthetic(f"s3://{bucket}/x1", tiles=args.tiles, obs_per_tile=args.obs_per_tile, seed=0)
     print(f"wrote {args.tiles} tiles to S3 in {time.perf_counter() - t:.1f}s", flush=True)
-
-    model_cfg = ModelConfig()  # the paper's sizes: RS 96 px, SV 224 px
-    data_cfg = DataConfig(batch_size=args.batch_size, obs_per_tile=args.obs_per_tile, num_decode_workers=args.workers,
-                          decode_batch_size=8, shuffle_buffer=0, max_bad_fraction=0.0)  # fmt: skip
+    data_cfg, model_cfg = bench_configs(args)
     spec = pipeline.decode_spec(data_cfg, model_cfg, train=True)
-
     t = time.perf_counter()
     big = synthetic.write_synthetic(f"s3://{bucket}/x{args.scale}", tiles=args.tiles * args.scale,
                                     obs_per_tile=args.obs_per_tile, seed=1)  # fmt: skip
     print(f"wrote {args.tiles * args.scale} tiles in {time.perf_counter() - t:.1f}s", flush=True)
 
-    single = run_single(small, spec)
-    dl_rate, dl_steady, dl_n, dl_start = run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg)
-    # The trainer is not running here: the pipeline gets exactly the decode workers' CPUs.
-    # address="local": a private instance, not a `ray start` cluster that may run on this machine.
-    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-    run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
-    _, _, n1, _, mem1 = run_ray(small, data_cfg, model_cfg)
-    ray_rate, ray_steady, ray_n, ray_start, mem_big = run_ray(big, data_cfg, model_cfg)
+    singles = run_single(small, spec, passes=2 * args.repeats)
+    print("single-process decode rows/s per pass: " + ", ".join(f"{r:.1f}" for r in singles), flush=True)
+    runs: dict[str, list] = {"ray": [], "dataloader": [], "baseline": []}
+    for r in range(args.repeats):  # the loaders take turns: a slow minute on the machine hits all of them
+        runs["dataloader"].append(run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg))
+        runs["ray"].append(ray_pass(args, small, big, None))
+        if baseline:
+            runs["baseline"].append(ray_pass(args, small, big, baseline))
+        print(f"repeat {r + 1}/{args.repeats}: dataloader {runs['dataloader'][-1][0]:.1f}/s, "
+              f"ray {runs['ray'][-1]['rate']:.1f}/s"
+              + (f", baseline {runs['baseline'][-1]['rate']:.1f}/s" if baseline else ""), flush=True)  # fmt: skip
 
-    ceiling = single * args.workers
+    med = statistics.median
+    ceiling = med(singles) * args.workers
+    ray = {k: med(x[k] for x in runs["ray"]) for k in ("rate", "steady", "startup")}
+    dl_rate, dl_steady, dl_start = (med(x[i] for x in runs["dataloader"]) for i in (0, 1, 3))
+    n = runs["ray"][0]["n"]
     print(
-        f"\ningest of {ray_n} samples ({args.tiles * args.scale} tiles) from S3 (moto on loopback), "
+        f"\ningest of {n} samples ({args.tiles * args.scale} tiles) from S3 (moto on loopback), "
         f"{args.workers} decode workers, RS {model_cfg.rs_image_size}px, SV {model_cfg.sv_image_size}px, "
-        f"K={args.obs_per_tile}, B={args.batch_size}"
+        f"K={args.obs_per_tile}, B={args.batch_size}; medians of {args.repeats} passes each"
     )
     print(f"{'pipeline':<48}{'samples/s':>10}{'vs ceiling':>11}{'start-up s':>11}{'steady/s':>10}")
-    for name, rate, start, steady in [
-        ("Ray Data (build_dataset + iter_training_batches)", ray_rate, ray_start, ray_steady),
+    rows = [
+        ("Ray Data (build_dataset + iter_training_batches)", ray["rate"], ray["startup"], ray["steady"]),
         ("torch DataLoader, same decode, same workers", dl_rate, dl_start, dl_steady),
-    ]:
+    ]
+    if baseline:
+        old = {k: med(x[k] for x in runs["baseline"]) for k in ("rate", "steady", "startup")}
+        rows.append((f"Ray Data at {args.baseline} (before)", old["rate"], old["startup"], old["steady"]))
+    for name, rate, start, steady in rows:
         print(f"{name:<48}{rate:>10.1f}{rate / ceiling:>11.2f}{start:>11.1f}{steady:>10.1f}")
     print(f"{'single-process decode x ' + str(args.workers) + ' (ceiling)':<48}{ceiling:>10.1f}{1.0:>11.2f}")
-    print(f"ratios: Ray Data / DataLoader = {ray_rate / dl_rate:.2f}, Ray Data / ceiling = {ray_rate / ceiling:.2f} "
-          f"(end to end, start-up included); samples: ray {ray_n}, dataloader {dl_n}; steady = after the first "
-          f"batch (prefetch makes it overstate)")  # fmt: skip
-    print(f"peak memory (PSS of the process tree, Ray workers and object store included; {args.workers} "
-          f"read+decode tasks at most in both runs): 1x ({n1} samples) {mem1 / 2**20:.0f} MiB, {args.scale}x "
-          f"({ray_n} samples) {mem_big / 2**20:.0f} MiB, ratio {mem_big / mem1:.2f}")  # fmt: skip
-    ray.shutdown()
+    print(f"ratios: Ray Data / DataLoader = {ray['rate'] / dl_rate:.2f}, Ray Data / ceiling = "
+          f"{ray['rate'] / ceiling:.2f} (end to end, start-up included); samples: ray {n}, dataloader "
+          f"{runs['dataloader'][0][2]}; steady = after the first batch (prefetch makes it overstate)")  # fmt: skip
+    if baseline:
+        print(f"before/after: Ray Data now / at {args.baseline} = {ray['rate'] / old['rate']:.2f} end to end, "
+              f"{ray['steady'] / old['steady']:.2f} steady")  # fmt: skip
+    mem1, mem_big = max(x["mem1"] for x in runs["ray"]), max(x["mem"] for x in runs["ray"])
+    print(f"peak memory (PSS of the measuring process tree, Ray workers and object store included; {args.workers} "
+          f"read+decode tasks at most in both runs; the highest of the passes): 1x ({runs['ray'][0]['n1']} "
+          f"samples) {mem1 / 2**20:.0f} MiB, {args.scale}x ({n} samples) {mem_big / 2**20:.0f} MiB, "
+          f"ratio {mem_big / mem1:.2f}")  # fmt: skip
     return 0
 
 
