@@ -216,50 +216,72 @@ def build_dataset(
     configure_data_context(data_cfg)
     s3 = storage.S3Options.from_config(data_cfg)
     files = files or list_manifest(manifest_uri, s3)
-    fs, _ = storage.resolve(manifest_uri, s3)
     paths = list(files.paths)
     if train:
         # Shuffle the order of shards, not blocks: randomize_block_order is an all-to-all
         # step that would hold every block before the first batch (no longer streaming).
         paths = [paths[i] for i in np.random.default_rng([data_cfg.seed, epoch]).permutation(len(paths))]
     spec = decode_spec(data_cfg, model_cfg, train=train, epoch=epoch)
-    return _read_and_decode(paths, fs, data_cfg, _decode_batch, {"spec": spec})
+    return _read_and_decode(paths, manifest_uri, data_cfg, _decode_batch, {"spec": spec})
 
 
 def _read_and_decode(
-    paths: list[str], fs: Any, data_cfg: DataConfig, fn: Any, fn_kwargs: dict[str, Any], *, include_paths: bool = False
+    paths: list[str], fs_uri: str, data_cfg: DataConfig, fn: Any, fn_kwargs: dict[str, Any], *, with_path: bool = False
 ) -> ray.data.Dataset:
-    """Read the Parquet shards ``paths`` and decode them with ``fn`` (``fn_kwargs`` plus ``chunk``), fused.
+    """Read the Parquet shards ``paths`` (inside the filesystem of ``fs_uri``) and decode them with
+    ``fn`` (``fn_kwargs`` plus ``chunk``), in one task per shard.
 
-    Read and decode get the same concurrency, CPUs and placement (what Ray Data needs to fuse
-    two map operators): together they never ask for more than num_decode_workers x
-    num_cpus_per_decode CPUs, and with a preprocessing resource neither runs on (or holds the
-    CPUs of) a node without it. (Ray Data's file listing, a moment's work before the read,
-    takes no such arguments.) Whole read blocks (batch_size=None) go to ``fn``, which decodes
-    them data.decode_batch_size rows at a time: a map with a batch size does not fuse with the
-    read (Ray Data will not fuse an operator that may change the row count into one that asks
-    for a minimum of rows), and unfused, a read task holds its CPU while the decode waits for one.
+    One Ray Data operator: a task opens its shard, streams it data.decode_batch_size rows at a
+    time (one record batch) and hands each to ``fn`` (``with_path``: with the shard's path as the
+    column ``path``). The shard list comes from the driver's listing (:func:`list_manifest`), so
+    there is no listing step in the pipeline, and the first rows are decoded as soon as the first
+    record batch is read: Ray Data's own Parquet read (``read_parquet``) lists the files again in
+    a task of its own (~3 s on S3 before anything is read) and materializes ~16 MiB blocks of raw
+    rows before a decode can start (and its read does not fuse with a map that asks for a batch
+    size). The tasks never ask for more than num_decode_workers x num_cpus_per_decode CPUs, and
+    with a preprocessing resource they run only on (and hold the CPUs of) the nodes offering it.
+    Parallelism is one task per shard: write manifests as many shards (the builders do).
     """
     placement = placement_resources(data_cfg) or None
-    ds = ray.data.read_parquet(
-        paths,
-        filesystem=fs,
-        columns=list(schema.COLUMNS),
-        file_extensions=["parquet"],
-        include_paths=include_paths,
-        concurrency=data_cfg.num_decode_workers,
-        num_cpus=data_cfg.num_cpus_per_decode,
-        resources=placement,
-    )
-    return ds.map_batches(
-        fn,
-        fn_kwargs={**fn_kwargs, "chunk": data_cfg.decode_batch_size},
-        batch_size=None,
+    items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(len(paths), 1))
+    kwargs = {
+        "fs_uri": fs_uri,
+        # Resolved now: the workers see the driver's endpoint and region.
+        "s3": storage.S3Options.from_config(data_cfg).resolved(),
+        "fn": fn,
+        "fn_kwargs": fn_kwargs,
+        "chunk": data_cfg.decode_batch_size,
+        "with_path": with_path,
+    }
+    return items.map_batches(
+        _read_shards,
+        fn_kwargs=kwargs,
+        batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.TaskPoolStrategy(size=data_cfg.num_decode_workers),
         num_cpus=data_cfg.num_cpus_per_decode,
         resources=placement,
     )
+
+
+def _read_shards(
+    items: pa.Table,
+    fs_uri: str,
+    s3: storage.S3Options,
+    fn: Any,
+    fn_kwargs: dict[str, Any],
+    chunk: int,
+    with_path: bool,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Stream each shard of ``items`` (column ``path``) ``chunk`` rows at a time through ``fn``."""
+    fs, _ = storage.resolve(fs_uri, s3)  # one client per worker process (cached)
+    for path in items.column("path").to_pylist():
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk, columns=list(schema.COLUMNS)):
+                table = pa.Table.from_batches([batch])
+                if with_path:
+                    table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
+                yield from fn(table, **fn_kwargs, chunk=chunk)
 
 
 @dataclass(frozen=True)
@@ -322,8 +344,6 @@ def build_mixed_dataset(
     source's index in the column ``source``.
     """
     configure_data_context(data_cfg)
-    s3 = storage.S3Options.from_config(data_cfg)
-    fs, _ = storage.resolve(sources[0].files.uri, s3)
     tagged = [(path, i) for i, src in enumerate(sources) for path in src.files.paths]
     order = np.random.default_rng([data_cfg.seed, epoch]).permutation(len(tagged))
     paths = [tagged[k][0] for k in order]
@@ -332,11 +352,11 @@ def build_mixed_dataset(
         "source_of": {_path_key(p): i for p, i in tagged},
         "rates": mix_rates(sources),
     }
-    return _read_and_decode(paths, fs, data_cfg, _mix_decode_batch, fn_kwargs, include_paths=True)
+    return _read_and_decode(paths, sources[0].files.uri, data_cfg, _mix_decode_batch, fn_kwargs, with_path=True)
 
 
 def _path_key(path: str) -> str:
-    """A file path as the ``path`` column of ``read_parquet(include_paths=True)`` has it, or as listed."""
+    """A shard's path without scheme or leading slash (the key of ``source_of``)."""
     return path.split("://", 1)[-1].lstrip("/")
 
 
@@ -678,8 +698,13 @@ class TrainingBatches(Iterator[dict[str, torch.Tensor]]):
 
 
 def _with_last(items: Any) -> Iterator[tuple[Any, bool]]:
-    """(item, is it the last one): looks one item ahead."""
+    """(item, is it the last one): looks one item ahead, except for the first item (given at once,
+    as not the last: the first batch of an epoch must not wait for the second)."""
     it = iter(items)
+    current = next(it, _END)
+    if current is _END:
+        return
+    yield current, False
     current = next(it, _END)
     while current is not _END:
         following = next(it, _END)

@@ -114,12 +114,12 @@ def test_read_and_decode_run_only_on_the_cpu_node(two_nodes, synthetic_manifest,
     decoded_on = [node for b in ds.iter_batches(batch_format="numpy") for node in b["node_id"]]
     assert len(decoded_on) == 32  # 16 tiles x 2 visits (4 observations, 3 per visit)
     assert set(decoded_on) == {cpu_node}, f"decoded on {set(decoded_on) - {cpu_node}}, the head is {head}"
-    # The read tasks too (Ray Data's per-block stats say which node produced each block).
+    # The read too: one operator reads and decodes each shard (Ray Data's per-block stats say
+    # which node produced each block).
     ran = {name: nodes for name, nodes in _nodes_by_operator(ds).items() if nodes}
-    readers = [name for name in ran if "ReadFiles" in name or "ReadParquet" in name]
-    decoders = [name for name in ran if "decode_and_record" in name]
-    assert readers and decoders, ran
-    for name in readers + decoders:
+    readers = [name for name in ran if "_read_shards" in name]
+    assert readers, ran
+    for name in readers:
         assert ran[name] == {cpu_node}, (name, ran, cpu_node)
 
 
