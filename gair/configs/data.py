@@ -164,7 +164,9 @@ class DataConfig:
         help="Amount of data.decode_resource each read or decode task asks for: a sliver, so it only picks the "
         "node (CPUs, via data.num_cpus_per_decode, still limit how many run).",
     )
-    decode_batch_size: int = field(16, help="Tiles a fused read+decode task decodes at a time (one output block each).")
+    decode_batch_size: int = field(
+        16, help="Tiles a read+decode task reads from its shard and decodes at a time (one output batch each)."
+    )
     prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
     next_epoch_lookahead: int = field(
         8,

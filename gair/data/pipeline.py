@@ -131,8 +131,8 @@ def configure_data_context(data_cfg: DataConfig) -> None:
     ctx.op_resource_reservation_enabled = False
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
-    # Blocks of ~16 MiB (not 128): a manifest of inline images splits into enough blocks to
-    # keep every decode worker busy from the start.
+    # Decoded blocks of ~16 MiB (not 128): the first batch leaves a decode task after a few
+    # dozen tiles, not after hundreds.
     ctx.target_max_block_size = 16 * 2**20
 
 
@@ -587,7 +587,7 @@ _END = object()
 
 
 def _decode_batch(table: pa.Table, spec: decode.DecodeSpec, chunk: int) -> Iterator[dict[str, np.ndarray]]:
-    """Decode a read block ``chunk`` rows at a time (each chunk is one output batch)."""
+    """Decode ``table`` (rows of one shard) ``chunk`` rows at a time (each chunk is one output batch)."""
     # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
     torch.set_num_threads(1)
     for part in _chunks(table, chunk):
