@@ -180,3 +180,19 @@ def test_streaming_split_shards_cover_the_data_once(s3_synthetic: str) -> None:
         t.join(timeout=120)
     assert results[0][1] + results[1][1] == 12 and results[0][1] == results[1][1] == 6
     assert results[0][0] == results[1][0] == 3
+
+
+def test_the_first_chunk_is_given_before_the_second_is_pulled() -> None:
+    """The iterator looks one chunk ahead (to know an epoch's last chunk), but not for the first:
+    an epoch's first batch must not wait for its second."""
+    pulled: list[int] = []
+
+    def chunks():
+        for i in range(3):
+            pulled.append(i)
+            yield i
+
+    it = pipeline._with_last(chunks())
+    assert next(it) == (0, False) and pulled == [0]
+    assert list(it) == [(1, False), (2, True)]
+    assert list(pipeline._with_last(iter([]))) == []
