@@ -5,8 +5,9 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
 - samples/s (a sample is one visit of a tile with its K street views) of the Ray Data pipeline
   (``build_dataset`` + ``iter_training_batches``) reading from S3;
 - samples/s of a torch DataLoader with the same decode code (``decode.decode_rows``) and
-  the same worker count, streaming the same Parquet row groups from S3, and the same consumer
-  work (street views normalized in the consuming process, as ``iter_training_batches`` does);
+  the same worker count, streaming the same Parquet row groups from S3, decoding as many rows
+  at a time (--decode-batch-size), and the same consumer work: batches of --batch-size samples
+  with street views normalized in the consuming process, as ``iter_training_batches`` gives;
 - the single-process decode rate (rows already in memory) times the cores used: the
   ceiling for decode-bound ingest;
 - for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
@@ -56,7 +57,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=10, help="size factor of the large dataset (memory check)")
     p.add_argument("--obs-per-tile", type=int, default=4)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode workers / cores")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="samples per training batch, both loaders")
+    p.add_argument("--decode-batch-size", type=int, default=0,
+                   help="rows a worker decodes at a time, both loaders (data.decode_batch_size; 0: --batch-size)")  # fmt: skip
     p.add_argument("--endpoint", default="", help="S3 endpoint to use instead of starting moto")
     p.add_argument(
         "--repeats",
@@ -154,11 +157,20 @@ def run_dataloader(
                     out = decode.decode_rows(rows, spec)
                     yield {k: out[k] for k in pipeline.SAMPLE_KEYS}
 
-    def consume(loader):
-        for b in loader:
-            b = {k: torch.as_tensor(v) for k, v in b.items()}
-            b["sv"] = transforms.normalize_sv(b["sv"], b["sv_mask"], data_cfg.sv_mean, data_cfg.sv_std)
-            yield b
+    def consume(loader):  # batches of data.batch_size, as the trainer takes them (and as the Ray Data side gives)
+        size, pending, n_pending = data_cfg.batch_size, [], 0
+        for item in loader:
+            pending.append({k: torch.as_tensor(v) for k, v in item.items()})
+            n_pending += len(pending[-1]["rs"])
+            while n_pending >= size:
+                merged = (
+                    pending[0] if len(pending) == 1 else {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+                )
+                b = {k: v[:size] for k, v in merged.items()}
+                rest = {k: v[size:] for k, v in merged.items()}
+                pending, n_pending = ([rest] if len(rest["rs"]) else []), n_pending - size
+                b["sv"] = transforms.normalize_sv(b["sv"], b["sv_mask"], data_cfg.sv_mean, data_cfg.sv_std)
+                yield b  # a short last batch is dropped, as on the Ray Data side
 
     start = time.perf_counter()
     loader = tud.DataLoader(
@@ -185,7 +197,8 @@ def run_single(uri: str, spec: decode.DecodeSpec, passes: int) -> list[float]:
 def bench_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig]:
     model_cfg = ModelConfig()  # the paper's sizes: RS 96 px, SV 224 px
     data_cfg = DataConfig(batch_size=args.batch_size, obs_per_tile=args.obs_per_tile, num_decode_workers=args.workers,
-                          decode_batch_size=8, shuffle_buffer=0, max_bad_fraction=0.0)  # fmt: skip
+                          decode_batch_size=args.decode_batch_size or args.batch_size, shuffle_buffer=0,
+                          max_bad_fraction=0.0)  # fmt: skip
     return data_cfg, model_cfg
 
 
@@ -219,6 +232,7 @@ def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None) ->
             env.update(GAIR_BENCH_SRC=src, PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
         cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-ray", small, big, "--json-out", str(out),
                "--workers", str(args.workers), "--batch-size", str(args.batch_size),
+               "--decode-batch-size", str(args.decode_batch_size),
                "--obs-per-tile", str(args.obs_per_tile)]  # fmt: skip
         subprocess.run(cmd, env=env, check=True)
         return json.loads(out.read_text())
@@ -298,7 +312,8 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     print(
         f"\ningest of {n} samples ({args.tiles * args.scale} tiles) from S3 (moto on loopback), "
         f"{args.workers} decode workers, RS {model_cfg.rs_image_size}px, SV {model_cfg.sv_image_size}px, "
-        f"K={args.obs_per_tile}, B={args.batch_size}; medians of {args.repeats} passes each"
+        f"K={args.obs_per_tile}, B={args.batch_size}, decode {data_cfg.decode_batch_size} rows at a time; "
+        f"medians of {args.repeats} passes each"
     )
     print(f"{'pipeline':<48}{'samples/s':>10}{'vs ceiling':>11}{'start-up s':>11}{'steady/s':>10}")
     rows = [
