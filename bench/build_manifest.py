@@ -37,7 +37,12 @@ from gair.data import manifest, manifest_ray, synthetic  # noqa: E402
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--groups", type=int, default=1000, help="groups (folders) of the input")
-    p.add_argument("--tiles-per-group", type=int, default=1)
+    p.add_argument(
+        "--tiles-per-group",
+        type=int,
+        default=1,
+        help="RS tiles per group (folder), each with --obs-per-tile street views",
+    )
     p.add_argument("--obs-per-tile", type=int, default=4, help="street views per tile")
     p.add_argument("--tile-size", type=int, default=64, help="RS tile side in pixels (12 bands, uint16)")
     p.add_argument("--sv-size", type=int, default=64, help="street view side in pixels (JPEG)")
@@ -45,7 +50,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=8, help="threads of the threaded builder (the job's default)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
     p.add_argument("--task-threads", type=int, default=4, help="reader threads in each Ray task (the job's default)")
-    p.add_argument("--rows-per-shard", type=int, default=1024)
+    p.add_argument(
+        "--rows-per-shard", type=int, default=1024, help="tiles (manifest rows) per Parquet shard of the output"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed builds of each kind (median reported)")
     p.add_argument("--dir", default=None, help="work directory (default: a new temp dir, removed at the end)")
     return p.parse_args()

@@ -43,13 +43,25 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4":
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="base", choices=["tiny", "small", "base", "large"])
+    p.add_argument(
+        "--size",
+        default="base",
+        choices=["tiny", "small", "base", "large"],
+        help="model.size preset (tiny also shrinks the RS and SV images to 32 px)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="tiles per step")
-    p.add_argument("--obs-per-tile", type=int, default=4)
-    p.add_argument("--extra-points", type=int, default=16)
+    p.add_argument("--obs-per-tile", type=int, default=4, help="street views per tile (data.obs_per_tile, K)")
+    p.add_argument(
+        "--extra-points", type=int, default=16, help="extra random query points per tile (data.extra_points, M)"
+    )
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="bf16",
+        choices=["fp32", "bf16", "fp16"],
+        help="train.precision (on a GPU, fp32 matmuls run as TF32)",
+    )
     p.add_argument(
         "--precision-mode",
         default="autocast",
@@ -58,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--compile", action="store_true", help="train.compile: torch.compile the RS and SV encoders")
     p.add_argument("--activation-checkpointing", action="store_true", help="train.activation_checkpointing")
-    p.add_argument("--zero-stage", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--zero-stage", type=int, default=2, help="train.zero_stage: DeepSpeed ZeRO stage 0-3 (one process)")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cuda", "cpu"], help="auto: cuda when a GPU is visible, else cpu"
+    )
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak (dense); 0: from the GPU name")
     p.add_argument("--profile", default="", metavar="FILE", help="write a torch.profiler table of one step here")
     p.add_argument("--trace", action="store_true", help="with --profile: also a Chrome trace (FILE.json)")

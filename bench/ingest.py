@@ -55,7 +55,12 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiles", type=int, default=64, help="tiles of the 1x dataset")
     p.add_argument("--scale", type=int, default=10, help="size factor of the large dataset (memory check)")
-    p.add_argument("--obs-per-tile", type=int, default=4)
+    p.add_argument(
+        "--obs-per-tile",
+        type=int,
+        default=4,
+        help="street views per tile of the datasets and per sample (data.obs_per_tile, K)",
+    )
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="decode workers / cores")
     p.add_argument("--batch-size", type=int, default=16, help="samples per training batch, both loaders")
     p.add_argument("--decode-batch-size", type=int, default=0,

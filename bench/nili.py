@@ -33,8 +33,17 @@ def main() -> None:
     p.add_argument("--width", type=int, default=768, help="token width D")
     p.add_argument("--grid", type=int, default=12, help="token grid side")
     p.add_argument("--points", type=int, nargs="+", default=[1, 16, 256], help="K values")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="timed runs of each path per K, interleaved, after one warm-up (median printed)",
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda when available, else cpu)",
+    )
     p.add_argument("--backward", action="store_true", help="time forward + backward")
     args = p.parse_args()
 

@@ -44,10 +44,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scene-px", type=int, default=1024, help="scene side in 10 m pixels (a multiple of 6)")
     p.add_argument("--cells", type=int, default=32, help="cells (tiles) with street views, spread over the scenes")
     p.add_argument("--tile-m", type=float, default=2000.0, help="tile_size_m")
-    p.add_argument("--sv-per-cell", type=int, default=3)
+    p.add_argument("--sv-per-cell", type=int, default=3, help="street views per cell, at random points inside it")
     p.add_argument("--noise", type=int, default=1000, help="uniform noise added to the bands (realistic compression)")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
-    p.add_argument("--cells-per-shard", type=int, default=4)
+    p.add_argument(
+        "--cells-per-shard",
+        type=int,
+        default=4,
+        help="cells_per_shard: cells per shard (one Parquet file of the manifest)",
+    )
     p.add_argument("--baseline-tiles", type=int, default=4, help="tiles cut by whole-file download (baseline)")
     p.add_argument("--endpoint", default="", help="S3 endpoint to use instead of starting moto")
     p.add_argument("--no-ray", action="store_true", help="cut the shards in this process, one after another")

@@ -65,15 +65,27 @@ def step(module, opt, x, dtype) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="tiny")
-    p.add_argument("--rs", type=int, default=32)
-    p.add_argument("--sv", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--obs", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--size", default="tiny", help="model size preset: tiny, small, base or large")
+    p.add_argument("--rs", type=int, default=32, help="RS input side in pixels (a multiple of the patch size, 8)")
+    p.add_argument(
+        "--sv", type=int, default=32, help="street-view input side in pixels (a multiple of the patch size, 16)"
+    )
+    p.add_argument("--batch", type=int, default=8, help="RS tiles per step (B)")
+    p.add_argument("--obs", type=int, default=2, help="street views per tile (K)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timed rounds, the variants taking turns in each, after one warm-up step (median reported)",
+    )
     p.add_argument("--steps", type=int, default=3, help="steps per round and variant")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="torch.autocast dtype of the forward pass (fp32: no autocast)",
+    )
     a = p.parse_args()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
     cfg = ModelConfig(size=a.size, rs_image_size=a.rs, sv_image_size=a.sv, rs_final_norm=True)

@@ -53,15 +53,35 @@ from gair.configs.train import PretrainConfig  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
+    p.add_argument(
+        "--size",
+        default="tiny",
+        choices=["tiny", "small", "base", "large"],
+        help="model.size preset (tiny also shrinks the images to 32 px)",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="tiles per step")
-    p.add_argument("--obs-per-tile", type=int, default=4)
-    p.add_argument("--extra-points", type=int, default=16)
+    p.add_argument("--obs-per-tile", type=int, default=4, help="street views per tile (data.obs_per_tile, K)")
+    p.add_argument(
+        "--extra-points", type=int, default=16, help="extra random query points per tile (data.extra_points, M)"
+    )
     p.add_argument("--steps", type=int, default=40, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first, per side")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="train.precision of both sides (the plain side autocasts bf16 and fp16)",
+    )
+    p.add_argument(
+        "--zero-stage",
+        type=int,
+        default=2,
+        choices=[0, 1, 2, 3],
+        help="train.zero_stage of the DeepSpeed side (0: plain data parallel)",
+    )
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cuda", "cpu"], help="auto: cuda when a GPU is visible, else cpu"
+    )
     p.add_argument(
         "--cpus-per-worker",
         type=int,

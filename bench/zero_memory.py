@@ -65,16 +65,40 @@ MIB = 2**20
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="base", choices=["tiny", "small", "base", "large"])
-    p.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3], choices=[0, 1, 2, 3])
+    p.add_argument(
+        "--size",
+        default="base",
+        choices=["tiny", "small", "base", "large"],
+        help="model.size preset (tiny also shrinks the images to 32 px)",
+    )
+    p.add_argument(
+        "--stages",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3],
+        choices=[0, 1, 2, 3],
+        help="DeepSpeed ZeRO stages to measure, a fresh run each",
+    )
     p.add_argument("--num-workers", type=int, nargs="+", default=[2], help="worker counts to run each stage with")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per step per worker")
-    p.add_argument("--obs-per-tile", type=int, default=1)
-    p.add_argument("--extra-points", type=int, default=4)
+    p.add_argument("--obs-per-tile", type=int, default=1, help="street views per tile (data.obs_per_tile, K)")
+    p.add_argument(
+        "--extra-points", type=int, default=4, help="extra random query points per tile (data.extra_points, M)"
+    )
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per stage")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--precision-mode", default="autocast", choices=["autocast", "native"])
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="train.precision")
+    p.add_argument(
+        "--precision-mode",
+        default="autocast",
+        choices=["autocast", "native"],
+        help="train.precision_mode: torch autocast, or DeepSpeed's native 16-bit parameters (ignored with fp32)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "cpu"],
+        help="auto: cuda when a GPU is visible, else cpu; cuda needs a GPU per worker",
+    )
     p.add_argument("--cpus-per-worker", type=int, default=1, help="also the torch threads per worker")
     p.add_argument(
         "--mmap-threshold",

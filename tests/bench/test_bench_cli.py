@@ -1,0 +1,43 @@
+"""Every benchmark script starts and documents each of its options (``--help``), without a GPU or a cluster."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SCRIPTS = sorted(p for p in (REPO_ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
+OPTION = re.compile(r"^  (?:-\w, )?(--[\w-]+)(?: [A-Z_]+| \{[^}]*\}| \[[^]]*\])*(\s{2,}\S.*)?$")
+
+
+def undocumented(help_text: str) -> list[str]:
+    """Options of an argparse help text with no description (on their line or the next)."""
+    lines = help_text.splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        m = OPTION.match(line)
+        if not m or m.group(1) == "--help" or m.group(2):
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if not re.match(r"^\s{6,}[^\s-]", following):
+            missing.append(m.group(1))
+    return missing
+
+
+def test_undocumented_finds_an_option_without_help() -> None:
+    text = "options:\n  -h, --help  show\n  --tiles TILES  tiles\n  --obs-per-tile OBS_PER_TILE\n  --x X\n"
+    assert undocumented(text) == ["--obs-per-tile", "--x"]
+    assert undocumented("  --long-name LONG_NAME\n                        its text\n") == []
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help_documents_every_option(script) -> None:
+    proc = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("usage:"), proc.stdout[:500]
+    assert not undocumented(proc.stdout), f"{script.name}: options without help: {undocumented(proc.stdout)}"
