@@ -229,7 +229,7 @@ def _read_and_decode(
     paths: list[str], fs_uri: str, data_cfg: DataConfig, fn: Any, fn_kwargs: dict[str, Any], *, with_path: bool = False
 ) -> ray.data.Dataset:
     """Read the Parquet shards ``paths`` (inside the filesystem of ``fs_uri``) and decode them with
-    ``fn`` (``fn_kwargs`` plus ``chunk``), in one task per shard.
+    ``fn`` (called with ``fn_kwargs``), in one task per shard.
 
     One Ray Data operator: a task opens its shard, streams it data.decode_batch_size rows at a
     time (one record batch) and hands each to ``fn`` (``with_path``: with the shard's path as the
@@ -274,6 +274,8 @@ def _read_shards(
     with_path: bool,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Stream each shard of ``items`` (column ``path``) ``chunk`` rows at a time through ``fn``."""
+    # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
+    torch.set_num_threads(1)
     fs, _ = storage.resolve(fs_uri, s3)  # one client per worker process (cached)
     for path in items.column("path").to_pylist():
         with fs.open_input_file(path) as f:
@@ -281,7 +283,7 @@ def _read_shards(
                 table = pa.Table.from_batches([batch])
                 if with_path:
                     table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
-                yield from fn(table, **fn_kwargs, chunk=chunk)
+                yield fn(table, **fn_kwargs)
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ def build_mixed_dataset(
         "source_of": {_path_key(p): i for p, i in tagged},
         "rates": mix_rates(sources),
     }
-    return _read_and_decode(paths, sources[0].files.uri, data_cfg, _mix_decode_batch, fn_kwargs, with_path=True)
+    return _read_and_decode(paths, sources[0].files.uri, data_cfg, _mix_decode_rows, fn_kwargs, with_path=True)
 
 
 def _path_key(path: str) -> str:
@@ -360,17 +362,9 @@ def _path_key(path: str) -> str:
     return path.split("://", 1)[-1].lstrip("/")
 
 
-def _mix_decode_batch(
-    table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float], chunk: int
-) -> Iterator[dict[str, np.ndarray]]:
-    for part in _chunks(table, chunk):
-        yield _mix_decode_rows(part, spec, source_of, rates)
-
-
 def _mix_decode_rows(
     table: pa.Table, spec: decode.DecodeSpec, source_of: dict[str, int], rates: list[float]
 ) -> dict[str, np.ndarray]:
-    torch.set_num_threads(1)
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in table.to_pylist():
         i = source_of[_path_key(str(row.pop("path")))]
@@ -586,18 +580,9 @@ class _Prefetch:
 _END = object()
 
 
-def _decode_batch(table: pa.Table, spec: decode.DecodeSpec, chunk: int) -> Iterator[dict[str, np.ndarray]]:
-    """Decode ``table`` (rows of one shard) ``chunk`` rows at a time (each chunk is one output batch)."""
-    # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
-    torch.set_num_threads(1)
-    for part in _chunks(table, chunk):
-        yield decode.decode_rows(part.to_pylist(), spec)
-
-
-def _chunks(table: pa.Table, size: int) -> Iterator[pa.Table]:
-    """``table`` in slices of ``size`` rows (an empty table: one empty slice, so its output keeps the schema)."""
-    for start in range(0, max(table.num_rows, 1), size):
-        yield table.slice(start, size)
+def _decode_batch(table: pa.Table, spec: decode.DecodeSpec) -> dict[str, np.ndarray]:
+    """Decode ``table`` (``data.decode_batch_size`` rows of one shard) into one output batch."""
+    return decode.decode_rows(table.to_pylist(), spec)
 
 
 # ----------------------------------------------------------------------- iterating

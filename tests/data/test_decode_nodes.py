@@ -82,12 +82,12 @@ def _decode_recording_node() -> object:
     """The pipeline's decode function, also writing each decoded row's node id to a column."""
     decode_batch = pipeline._decode_batch
 
-    def decode_and_record(table, spec, chunk):  # a closure: shipped to the workers by value
+    def decode_and_record(table, spec):  # a closure: shipped to the workers by value
         import ray
 
-        for out in decode_batch(table, spec, chunk):
-            out["node_id"] = np.full(len(out["ok"]), ray.get_runtime_context().get_node_id())
-            yield out
+        out = decode_batch(table, spec)
+        out["node_id"] = np.full(len(out["ok"]), ray.get_runtime_context().get_node_id())
+        return out
 
     return decode_and_record
 
