@@ -13,6 +13,8 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
 - for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
 - peak memory (sum of PSS of the measuring process and all its children, Ray workers and
   object store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
+  Memory is sampled in Ray Data passes of its own, never in a timed pass (sampling a Ray
+  process tree costs the consuming process ~20% of a core).
 
 Each Ray Data pass runs in its own process with its own local Ray (``--measure-ray``), so
 that ``--baseline REF`` can run the same pass with the ``gair`` of another git commit (the
@@ -77,6 +79,7 @@ def parse_args() -> argparse.Namespace:
                         "in the same run on the same data, and the new/old ratio printed")  # fmt: skip
     p.add_argument("--measure-ray", nargs=2, metavar=("SMALL_URI", "BIG_URI"), help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -135,13 +138,20 @@ def steady_rate(batches, start: float) -> tuple[float, float, int, float]:
     return n / (end - start), steady, n, (first_t or end) - start
 
 
-def run_ray(uri: str, data_cfg: DataConfig, model_cfg: ModelConfig) -> tuple[float, float, int, float, int]:
-    """(samples/s, steady samples/s, samples, start-up s, peak bytes) of the Ray Data pipeline over one pass."""
-    with PeakMemory() as mem:
+def run_ray(
+    uri: str, data_cfg: DataConfig, model_cfg: ModelConfig, *, memory: bool = False
+) -> tuple[float, float, int, float, int]:
+    """(samples/s, steady samples/s, samples, start-up s, peak bytes or 0) of the Ray Data pipeline over one pass.
+
+    ``memory``: sample the peak memory meanwhile. Only in passes that are not timed: one sample
+    of a Ray process tree costs ~50-60 ms of CPU (the kernel walks each process's mappings,
+    the object store's included), 4 times a second, in the consuming process.
+    """
+    with PeakMemory() if memory else contextlib.nullcontext() as mem:
         start = time.perf_counter()
         ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=True)
         rate, steady, n, startup = steady_rate(pipeline.iter_training_batches(ds, data_cfg, model_cfg), start)
-    return rate, steady, n, startup, mem.peak
+    return rate, steady, n, startup, mem.peak if mem is not None else 0
 
 
 def run_dataloader(
@@ -208,8 +218,8 @@ def bench_configs(args: argparse.Namespace) -> tuple[DataConfig, ModelConfig]:
 
 
 def measure_ray(args: argparse.Namespace) -> int:
-    """One process, one private local Ray: a warm-up pass and a measured pass over the 1x data
-    (memory), then the measured pass over the large data; the figures go to --json-out."""
+    """One process, one private local Ray: a warm-up pass over the 1x data, the timed pass over the
+    large data and (--memory) a pass over each with the memory sampler; the figures go to --json-out."""
     import ray
 
     small, big = args.measure_ray
@@ -218,9 +228,12 @@ def measure_ray(args: argparse.Namespace) -> int:
     # address="local": a private instance, not a `ray start` cluster that may run on this machine.
     ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     try:
-        run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
-        _, _, n1, _, mem1 = run_ray(small, data_cfg, model_cfg)
-        rate, steady, n, startup, mem = run_ray(big, data_cfg, model_cfg)
+        _, _, n1, _, _ = run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
+        rate, steady, n, startup, _ = run_ray(big, data_cfg, model_cfg)
+        mem1 = mem = 0
+        if args.memory:  # apart from the timed pass: sampling memory costs CPU
+            mem1 = run_ray(small, data_cfg, model_cfg, memory=True)[4]
+            mem = run_ray(big, data_cfg, model_cfg, memory=True)[4]
     finally:
         ray.shutdown()
     Path(args.json_out).write_text(json.dumps(dict(rate=rate, steady=steady, n=n, startup=startup, n1=n1,
@@ -228,8 +241,9 @@ def measure_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None) -> dict:
-    """A --measure-ray pass in a child process; ``src``: the source tree of its ``gair`` (None: this one)."""
+def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None, *, memory: bool = False) -> dict:
+    """A --measure-ray pass in a child process; ``src``: the source tree of its ``gair`` (None: this one);
+    ``memory``: with the memory passes."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ray.json"
         env = dict(os.environ)
@@ -238,7 +252,7 @@ def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None) ->
         cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-ray", small, big, "--json-out", str(out),
                "--workers", str(args.workers), "--batch-size", str(args.batch_size),
                "--decode-batch-size", str(args.decode_batch_size),
-               "--obs-per-tile", str(args.obs_per_tile)]  # fmt: skip
+               "--obs-per-tile", str(args.obs_per_tile)] + (["--memory"] if memory else [])  # fmt: skip
         subprocess.run(cmd, env=env, check=True)
         return json.loads(out.read_text())
 
@@ -302,7 +316,7 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     runs: dict[str, list] = {"ray": [], "dataloader": [], "baseline": []}
     for r in range(args.repeats):  # the loaders take turns: a slow minute on the machine hits all of them
         runs["dataloader"].append(run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg))
-        runs["ray"].append(ray_pass(args, small, big, None))
+        runs["ray"].append(ray_pass(args, small, big, None, memory=r == 0))  # memory: measured once
         if baseline:
             runs["baseline"].append(ray_pass(args, small, big, baseline))
         print(f"repeat {r + 1}/{args.repeats}: dataloader {runs['dataloader'][-1][0]:.1f}/s, "
@@ -337,9 +351,9 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     if baseline:
         print(f"before/after: Ray Data now / at {args.baseline} = {ray['rate'] / old['rate']:.2f} end to end, "
               f"{ray['steady'] / old['steady']:.2f} steady")  # fmt: skip
-    mem1, mem_big = max(x["mem1"] for x in runs["ray"]), max(x["mem"] for x in runs["ray"])
+    mem1, mem_big = runs["ray"][0]["mem1"], runs["ray"][0]["mem"]
     print(f"peak memory (PSS of the measuring process tree, Ray workers and object store included; {args.workers} "
-          f"read+decode tasks at most in both runs; the highest of the passes): 1x ({runs['ray'][0]['n1']} "
+          f"read+decode tasks at most in both runs; passes of their own, untimed): 1x ({runs['ray'][0]['n1']} "
           f"samples) {mem1 / 2**20:.0f} MiB, {args.scale}x ({n} samples) {mem_big / 2**20:.0f} MiB, "
           f"ratio {mem_big / mem1:.2f}")  # fmt: skip
     return 0
