@@ -176,3 +176,34 @@ def test_rs_flip_off_keeps_points_unflipped() -> None:
     ref = decode.decode_row(row, spec())
     np.testing.assert_allclose(out["xy"], ref["xy"], atol=1e-6)
     np.testing.assert_array_equal(out["rs"], ref["rs"])
+
+
+def test_decode_rows_builds_no_aws_session_with_credentials_in_the_environment(monkeypatch) -> None:
+    """GDAL only reads bytes already fetched: decoding must not build a boto3 session per call
+    (``rasterio.Env()`` does when AWS credentials are in the environment: ~20 ms each)."""
+    import rasterio.session
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    built: list[object] = []
+    real_init = rasterio.session.AWSSession.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.session.AWSSession, "__init__", counting_init)
+    with rasterio.Env():  # the counter sees what rasterio.Env() alone does here
+        pass
+    assert built, "rasterio.Env() no longer builds an AWS session from the environment: drop this test's premise"
+    rows = [good_row(0), good_row(1)]
+    built.clear()
+    out = decode.decode_rows(rows, spec())
+    assert out["ok"].all() and built == []
+    image = decode.decode_geotiff(rows[0]["rs_bytes"])[0]  # outside decode_rows' environment too
+    decode.encode_geotiff(image, "EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0))
+    assert built == []
