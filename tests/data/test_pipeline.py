@@ -196,3 +196,48 @@ def test_the_first_chunk_is_given_before_the_second_is_pulled() -> None:
     assert next(it) == (0, False) and pulled == [0]
     assert list(it) == [(1, False), (2, True)]
     assert list(pipeline._with_last(iter([]))) == []
+
+
+def test_every_decode_output_is_one_block(tmp_path) -> None:
+    """Ray Data neither merges decode outputs (the first batch would wait for two) nor slices them
+    (a batch would be concatenated from pieces): at the paper's sizes a decode output of 8 rows is
+    ~8 MB, which a fixed 16 MiB block target merged in pairs."""
+    from gair.configs.model import ModelConfig
+
+    uri = synthetic.write_synthetic(str(tmp_path / "syn"), tiles=24, obs_per_tile=4, seed=3, rows_per_shard=12)
+    data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=4, decode_batch_size=8, batch_size=8), ModelConfig()
+    spec = pipeline.decode_spec(data_cfg, model_cfg, train=True)
+    per_sample = sum(a.nbytes for a in decode.empty_sample(spec).values())
+    assert 8 * per_sample > pipeline.MIN_BLOCK_BYTES / 0.75  # the target follows the decode output here
+    ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=True)
+    rows = [len(block["ok"]) for block in ds.iter_batches(batch_size=None)]  # None: each block as it is
+    assert sorted(rows) == [4, 4, 8, 8], rows  # 2 shards of 12 rows: 8 + 4 each
+
+
+def test_read_ahead_pulls_the_next_item_while_the_caller_works() -> None:
+    import threading
+
+    pulled = [threading.Event() for _ in range(3)]
+
+    def items():
+        for i in range(3):
+            pulled[i].set()
+            yield i
+
+    it = pipeline._read_ahead(items())
+    assert next(it) == 0
+    assert pulled[1].wait(10), "item 1 was not pulled while the caller held item 0"
+    assert list(it) == [1, 2]
+
+    def failing():
+        yield 0
+        raise OSError("shard unreadable")
+
+    it = pipeline._read_ahead(failing())
+    assert next(it) == 0
+    with pytest.raises(OSError, match="shard unreadable"):
+        next(it)
+
+    endless = pipeline._read_ahead(iter(range(10**9)))
+    assert next(endless) == 0
+    endless.close()  # stops its thread: does not hang, does not read on
