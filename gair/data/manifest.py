@@ -213,7 +213,7 @@ def read_tile_header(uri: str, s3: storage.S3Options | None = None) -> tuple[dec
     from rasterio.io import MemoryFile
 
     data = storage.read_bytes(uri, s3)
-    with MemoryFile(data) as mem, mem.open() as src:
+    with decode.gdal_env(), MemoryFile(data) as mem, mem.open() as src:
         if src.crs is None:
             raise ValueError("GeoTIFF has no CRS")
         info = decode.GeoInfo(src.crs.to_string(), tuple(src.transform)[:6], src.width, src.height)

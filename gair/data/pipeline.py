@@ -382,15 +382,10 @@ def build_mixed_dataset(
     paths = [tagged[k][0] for k in order]
     fn_kwargs = {
         "spec": spec,
-        "source_of": {_path_key(p): i for p, i in tagged},
+        "source_of": dict(tagged),  # shard path -> source index (the column ``path`` holds these paths)
         "rates": mix_rates(sources),
     }
     return _read_and_decode(paths, sources[0].files.uri, data_cfg, _mix_decode_rows, fn_kwargs, with_path=True)
-
-
-def _path_key(path: str) -> str:
-    """A shard's path without scheme or leading slash (the key of ``source_of``)."""
-    return path.split("://", 1)[-1].lstrip("/")
 
 
 def _mix_decode_rows(
@@ -398,7 +393,7 @@ def _mix_decode_rows(
 ) -> dict[str, np.ndarray]:
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in table.to_pylist():
-        i = source_of[_path_key(str(row.pop("path")))]
+        i = source_of[row.pop("path")]
         for copy in range(mix_copies(spec.seed, spec.epoch, i, str(row.get("tile_id")), rates[i])):
             groups.setdefault((i, copy), []).append(row)
     parts = []

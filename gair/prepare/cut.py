@@ -261,7 +261,7 @@ def encode_cog(
         "driver": "COG", "width": w, "height": h, "count": c, "dtype": image_CHW.dtype.name, "crs": info.crs,
         "transform": Affine(*info.transform), "compress": "deflate", "predictor": 2, "blocksize": 256,
     }  # fmt: skip
-    with MemoryFile() as mem:
+    with decode.gdal_env(), MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(image_CHW)
             for i, name in enumerate(band_names):
