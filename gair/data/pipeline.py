@@ -415,6 +415,12 @@ class EpochSplits:
     (``streaming_split(world_size, equal=True)``). The manifest is listed once. A rank asking
     again for an epoch it already has (a restarted worker group) gets a fresh split of it.
     Run it as a Ray actor (:func:`start_epoch_splits`) so every worker reaches the same one.
+
+    A split's coordinator is a Ray actor of its own, and starting one costs seconds (a new
+    process imports torch and this module: 5-7 s on 2 cores). So when an epoch's split is made,
+    the next epoch's is made too (``warm``): its coordinator starts while this epoch runs and
+    is idle until a rank pulls from it (Ray Data starts executing only then). With
+    ``data.next_epoch_lookahead=0`` nothing is made ahead.
     """
 
     def __init__(
@@ -440,23 +446,39 @@ class EpochSplits:
         iterators, taken = self._splits.get(epoch, (None, set()))
         if iterators is None or rank in taken:
             restart = iterators is not None
-            if self.sources:
-                ds = build_mixed_dataset(self.sources, self.data_cfg, self.model_cfg, epoch=epoch)
-            else:
-                ds = build_dataset(
-                    self.manifest_uri, self.data_cfg, self.model_cfg, train=True, epoch=epoch, files=self.files
-                )
-            if self.exclude_cpus:
-                ds.context.execution_options.exclude_resources = ray.data.ExecutionResources(cpu=self.exclude_cpus)
-            iterators, taken = ds.streaming_split(self.world_size, equal=True), set()
-            self._splits[epoch] = (iterators, taken)
+            iterators, taken = self._make(epoch)
             if restart:  # the later epochs some rank prefetched are void
                 for later in [e for e in self._splits if e > epoch]:
                     del self._splits[later]
         taken.add(rank)
-        for old in [e for e in self._splits if e < epoch - 1]:  # keep the current and the previous epoch
+        # Keep the previous epoch (a rank may still be finishing it), this one and the next.
+        for old in [e for e in self._splits if e < epoch - 1 or e > epoch + 1]:
             del self._splits[old]
+        self.warm(epoch + 1)
         return iterators[rank]
+
+    def warm(self, epoch: int) -> bool:
+        """Make ``epoch``'s split ahead of its first ``split`` call (its coordinator starts now).
+
+        Returns whether one was made. Nothing is made with ``data.next_epoch_lookahead=0``
+        or when ``epoch`` already has one.
+        """
+        if not self.data_cfg.next_epoch_lookahead or epoch in self._splits:
+            return False
+        self._make(epoch)
+        return True
+
+    def _make(self, epoch: int) -> tuple[list[Any], set[int]]:
+        if self.sources:
+            ds = build_mixed_dataset(self.sources, self.data_cfg, self.model_cfg, epoch=epoch)
+        else:
+            ds = build_dataset(
+                self.manifest_uri, self.data_cfg, self.model_cfg, train=True, epoch=epoch, files=self.files
+            )
+        if self.exclude_cpus:
+            ds.context.execution_options.exclude_resources = ray.data.ExecutionResources(cpu=self.exclude_cpus)
+        self._splits[epoch] = (ds.streaming_split(self.world_size, equal=True), set())
+        return self._splits[epoch]
 
 
 def start_epoch_splits(
@@ -467,7 +489,11 @@ def start_epoch_splits(
     ``exclude_cpus``: CPUs the trainers hold, which the pipeline must not plan to use.
     """
     actor = ray.remote(num_cpus=0)(EpochSplits)
-    return actor.remote(manifest_uri, data_cfg, model_cfg, world_size, exclude_cpus=exclude_cpus)
+    handle = actor.remote(manifest_uri, data_cfg, model_cfg, world_size, exclude_cpus=exclude_cpus)
+    # Most runs start at epoch 0: its coordinator starts while the trainers do. A run that
+    # resumes at a later epoch leaves it idle until it is dropped (two epochs on).
+    handle.warm.remote(0)
+    return handle
 
 
 class EpochBatchSource:

@@ -82,3 +82,30 @@ def test_next_epoch_is_prefetched_only_when_the_run_reaches_it(manifest_6_obs: s
     assert source._next is not None
     source.close()
     assert source._next is None
+
+
+def test_the_next_epochs_split_is_made_while_this_epoch_runs(manifest_6_obs: str) -> None:
+    import ray
+
+    data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=2), tiny_model_cfg()
+    splits = pipeline.EpochSplits(manifest_6_obs, data_cfg, model_cfg, world_size=1)
+    splits.split(0, 0)
+    assert sorted(splits._splits) == [0, 1]  # epoch 1's split was made with epoch 0's
+    warm = splits._splits[1][0][0]
+    ray.get(warm._coord_actor.__ray_ready__.remote(), timeout=120)  # its coordinator is up before it is asked for
+    assert splits.split(1, 0) is warm and sorted(splits._splits) == [0, 1, 2]
+    # The split made ahead serves exactly what one made on demand serves.
+    cold_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=0)
+    cold = pipeline.EpochSplits(manifest_6_obs, cold_cfg, model_cfg, world_size=1)
+    assert not cold.warm(1)
+    cold_it = cold.split(1, 0)
+    assert sorted(cold._splits) == [1]  # nothing made ahead with next_epoch_lookahead=0
+    got = list(pipeline.TrainingBatches(warm, data_cfg, model_cfg, epoch=1))
+    want = list(pipeline.TrainingBatches(cold_it, data_cfg, model_cfg, epoch=1))
+    assert len(got) == len(want) == 4
+    for g, w in zip(got, want, strict=True):
+        for key in w:
+            torch.testing.assert_close(g[key], w[key], rtol=0, atol=0)
+    # Jumping ahead (a run resumed later) keeps only the previous, the current and the next epoch.
+    splits.split(4, 0)
+    assert sorted(splits._splits) == [4, 5]
