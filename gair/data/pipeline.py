@@ -490,10 +490,32 @@ def start_epoch_splits(
     """
     actor = ray.remote(num_cpus=0)(EpochSplits)
     handle = actor.remote(manifest_uri, data_cfg, model_cfg, world_size, exclude_cpus=exclude_cpus)
+    warm_decode_workers(data_cfg)
     # Most runs start at epoch 0: its coordinator starts while the trainers do. A run that
     # resumes at a later epoch leaves it idle until it is dropped (two epochs on).
     handle.warm.remote(0)
     return handle
+
+
+def warm_decode_workers(data_cfg: DataConfig) -> list[Any]:
+    """Start ``data.num_decode_workers`` worker processes for the read and decode tasks now.
+
+    A Ray worker process that runs its first decode task imports torch and this module first
+    (5-8 s on 2 cores), and the first batch of a run waits for it. These tasks ask for what a
+    decode task asks for (so they run where decode runs), import this module and end; Ray keeps
+    their idle processes and hands them the decode tasks. Returns their refs, each giving
+    ``(node id, process id)``; nothing needs to wait for them.
+    """
+    task = ray.remote(_warm_worker).options(
+        num_cpus=data_cfg.num_cpus_per_decode, resources=placement_resources(data_cfg) or None
+    )
+    return [task.remote() for _ in range(data_cfg.num_decode_workers)]
+
+
+def _warm_worker() -> tuple[str, int]:
+    import os  # noqa: PLC0415
+
+    return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
 class EpochBatchSource:

@@ -83,10 +83,13 @@ def _decode_recording_node() -> object:
     decode_batch = pipeline._decode_batch
 
     def decode_and_record(table, spec):  # a closure: shipped to the workers by value
+        import os
+
         import ray
 
         out = decode_batch(table, spec)
         out["node_id"] = np.full(len(out["ok"]), ray.get_runtime_context().get_node_id())
+        out["pid"] = np.full(len(out["ok"]), os.getpid())
         return out
 
     return decode_and_record
@@ -131,3 +134,18 @@ def test_without_a_node_offering_it_decode_runs_anywhere(two_nodes, synthetic_ma
     assert "no node offers resource 'no_such_pool': read and decode run on any node" in out
     batches = list(pipeline.iter_training_batches(ds, data_cfg, model_cfg))
     assert len(batches) == 8 and all(b["rs"].shape[0] == 4 for b in batches)
+
+
+@pytest.mark.slow
+def test_decode_workers_are_started_ahead_on_the_cpu_node(two_nodes, synthetic_manifest, monkeypatch) -> None:
+    """``warm_decode_workers`` starts the decode processes where decode runs, and decode then uses them."""
+    import ray
+
+    head, cpu_node = two_nodes
+    monkeypatch.setattr(pipeline, "_decode_batch", _decode_recording_node())
+    data_cfg = tiny_data_cfg(num_decode_workers=2)
+    warm = ray.get(pipeline.warm_decode_workers(data_cfg), timeout=120)
+    assert len(warm) == 2 and {node for node, _ in warm} == {cpu_node}, (warm, head)
+    ds = pipeline.build_dataset(synthetic_manifest, data_cfg, tiny_model_cfg(), train=True)
+    decoded_by = {int(pid) for b in ds.iter_batches(batch_format="numpy") for pid in b["pid"]}
+    assert decoded_by and decoded_by <= {pid for _, pid in warm}, (decoded_by, warm)
