@@ -257,10 +257,18 @@ def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None, *,
         return json.loads(out.read_text())
 
 
+def resolve_commit(ref: str) -> str | None:
+    """The commit id of git ``ref`` in this repository, or None when it names no commit here."""
+    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          capture_output=True, text=True)  # fmt: skip
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
 def checkout(ref: str, into: Path) -> str:
     """The tree of git ``ref`` of this repository, written under ``into``; returns its path."""
-    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"],
-                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    sha = resolve_commit(ref)
+    if sha is None:
+        raise ValueError(f"--baseline {ref!r} names no commit of {REPO}")
     dest = into / sha[:12]
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", sha], capture_output=True, check=True).stdout
@@ -272,6 +280,10 @@ def main() -> int:
     args = parse_args()
     if args.measure_ray:
         return measure_ray(args)
+    if args.baseline and resolve_commit(args.baseline) is None:  # before minutes of writing tiles
+        print(f"error: --baseline {args.baseline!r} names no commit of {REPO} (try a hash from `git log`)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     moto = None
     if args.endpoint:
         os.environ["AWS_ENDPOINT_URL"] = args.endpoint

@@ -295,7 +295,11 @@ def _read_shards(
     fs, _ = storage.resolve(fs_uri, s3)  # one client per worker process (cached)
     for path in items.column("path").to_pylist():
         with fs.open_input_file(path) as f:
-            batches = pq.ParquetFile(f, pre_buffer=True).iter_batches(batch_size=chunk, columns=list(schema.COLUMNS))
+            try:
+                shard = pq.ParquetFile(f, pre_buffer=True)
+            except pa.ArrowInvalid as exc:  # only the first shard's schema is checked when listing
+                raise schema.SchemaError(f"manifest shard {path} is not a Parquet file: {exc}") from exc
+            batches = shard.iter_batches(batch_size=chunk, columns=list(schema.COLUMNS))
             for batch in _read_ahead(batches):
                 table = pa.Table.from_batches([batch])
                 if with_path:

@@ -41,3 +41,12 @@ def test_help_documents_every_option(script) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("usage:"), proc.stdout[:500]
     assert not undocumented(proc.stdout), f"{script.name}: options without help: {undocumented(proc.stdout)}"
+
+
+def test_ingest_refuses_a_baseline_that_is_no_commit_before_writing_anything() -> None:
+    script = REPO_ROOT / "bench" / "ingest.py"
+    proc = subprocess.run([sys.executable, str(script), "--baseline", "no-such-ref-0123"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "--baseline 'no-such-ref-0123' names no commit" in proc.stderr
+    assert "Traceback" not in proc.stderr and "wrote" not in proc.stdout

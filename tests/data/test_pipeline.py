@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,14 @@ def test_read_ahead_pulls_the_next_item_while_the_caller_works() -> None:
     endless = pipeline._read_ahead(iter(range(10**9)))
     assert next(endless) == 0
     endless.close()  # stops its thread: does not hang, does not read on
+
+
+def test_a_shard_that_is_not_parquet_is_named_in_the_error(tmp_path) -> None:
+    """Listing checks only the first shard's schema; a later shard that is not Parquet fails in its read task."""
+    uri = synthetic.write_synthetic(str(tmp_path / "m"), tiles=4, obs_per_tile=2, seed=3, tile_size=40, sv_size=32)
+    bad = Path(uri) / "zz-not-parquet.parquet"  # listed after the good shard
+    bad.write_bytes(b"this is not a parquet file" * 10)
+    data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=2, shuffle_buffer=0), tiny_model_cfg()
+    ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=False)
+    with pytest.raises(Exception, match=r"zz-not-parquet\.parquet is not a Parquet file"):
+        list(pipeline.iter_training_batches(ds, data_cfg, model_cfg))
