@@ -511,7 +511,10 @@ def warm_decode_workers(data_cfg: DataConfig) -> list[Any]:
     ``(node id, process id)``; nothing needs to wait for them.
     """
     task = ray.remote(_warm_worker).options(
-        num_cpus=data_cfg.num_cpus_per_decode, resources=placement_resources(data_cfg) or None
+        num_cpus=data_cfg.num_cpus_per_decode,
+        resources=placement_resources(data_cfg) or None,
+        # Ray Data's own strategy for its tasks (SPREAD): not captured by a caller's placement group.
+        scheduling_strategy=ray.data.DataContext.get_current().scheduling_strategy,
     )
     return [task.remote() for _ in range(data_cfg.num_decode_workers)]
 
