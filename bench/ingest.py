@@ -9,7 +9,7 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
   at a time (--decode-batch-size), and the same consumer work: batches of --batch-size samples
   with street views normalized in the consuming process, as ``iter_training_batches`` gives;
 - the single-process decode rate (rows already in memory) times the cores used: the
-  ceiling for decode-bound ingest;
+  ceiling for decode-bound ingest, measured twice in each repeat, in turn with the loaders;
 - for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
 - peak memory (sum of PSS of the measuring process and all its children, Ray workers and
   object store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
@@ -18,9 +18,12 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
 
 Each Ray Data pass runs in its own process with its own local Ray (``--measure-ray``), so
 that ``--baseline REF`` can run the same pass with the ``gair`` of another git commit (the
-code before a change) in the same run, on the same data: it prints the new/old ratio. The
-loaders take turns ``--repeats`` times (medians are printed), and the ceiling is the median
-of ``--repeats`` decode passes: one pass of a few hundred rows is too noisy to divide by.
+code before a change) in the same run, on the same data: it prints the new/old ratio (the
+child runs in that commit's tree, so that its Ray workers, where decode runs, import that
+``gair`` too; each pass checks it). The
+loaders take turns ``--repeats`` times with two decode passes for the ceiling (medians are
+printed): one pass of a few hundred rows is too noisy to divide by, and the machine's speed
+drifts over minutes (single passes varied from 34 to 84 rows/s between runs).
 
     python bench/ingest.py --tiles 200 --scale 10 --baseline 397ae17
 """
@@ -194,13 +197,18 @@ def run_dataloader(
     return steady_rate(consume(loader), start)
 
 
-def run_single(uri: str, spec: decode.DecodeSpec, passes: int) -> list[float]:
-    """Rows/s of decode alone in this process (rows already in memory), one figure per pass."""
+def ceiling_rows(uri: str, spec: decode.DecodeSpec) -> list[dict]:
+    """The rows of ``uri`` in memory for :func:`run_single`, imports and caches warmed up."""
     import torch
 
     torch.set_num_threads(1)
     rows = [r for b in manifest.iter_manifest_rows(uri, spec.s3) for r in b]
-    decode.decode_rows(rows[:2], spec)  # warm up imports and caches
+    decode.decode_rows(rows[:2], spec)
+    return rows
+
+
+def run_single(rows: list[dict], spec: decode.DecodeSpec, passes: int) -> list[float]:
+    """Rows/s of decode alone in this process (``rows`` already in memory), one figure per pass."""
     rates = []
     for _ in range(passes):
         start = time.perf_counter()
@@ -228,6 +236,7 @@ def measure_ray(args: argparse.Namespace) -> int:
     # address="local": a private instance, not a `ray start` cluster that may run on this machine.
     ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     try:
+        check_workers_import_this_gair()
         _, _, n1, _, _ = run_ray(small, data_cfg, model_cfg)  # warm-up: worker processes and imports
         rate, steady, n, startup, _ = run_ray(big, data_cfg, model_cfg)
         mem1 = mem = 0
@@ -241,19 +250,48 @@ def measure_ray(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gair_file() -> str:
+    import gair
+
+    return str(Path(gair.__file__).resolve())
+
+
+def check_workers_import_this_gair() -> None:
+    """Raise unless a Ray worker imports the ``gair`` this process imported (the tree measured)."""
+    import ray
+
+    def gair_file() -> str:  # defined here: pickled by value (a worker cannot import this script)
+        import gair
+
+        return str(Path(gair.__file__).resolve())
+
+    mine, theirs = _gair_file(), ray.get(ray.remote(gair_file).remote())
+    if mine != theirs:
+        raise RuntimeError(f"the Ray workers import {theirs}, not the measured {mine}")
+
+
+def pass_env(src: str | None) -> tuple[dict[str, str], str]:
+    """(environment, working directory) of a --measure-ray child measuring the ``gair`` of ``src``
+    (None: this tree). The working directory is the tree itself: Ray puts the driver's working
+    directory first on its workers' ``sys.path``, so from anywhere else the workers would import
+    another ``gair`` than the driver (the baseline's driver with this tree's decode)."""
+    env = dict(os.environ)
+    if src:
+        env.update(GAIR_BENCH_SRC=src, PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
+    return env, src or str(REPO)
+
+
 def ray_pass(args: argparse.Namespace, small: str, big: str, src: str | None, *, memory: bool = False) -> dict:
     """A --measure-ray pass in a child process; ``src``: the source tree of its ``gair`` (None: this one);
     ``memory``: with the memory passes."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ray.json"
-        env = dict(os.environ)
-        if src:  # its Ray workers import that tree's gair too
-            env.update(GAIR_BENCH_SRC=src, PYTHONPATH=os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")])))
+        env, cwd = pass_env(src)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-ray", small, big, "--json-out", str(out),
                "--workers", str(args.workers), "--batch-size", str(args.batch_size),
                "--decode-batch-size", str(args.decode_batch_size),
                "--obs-per-tile", str(args.obs_per_tile)] + (["--memory"] if memory else [])  # fmt: skip
-        subprocess.run(cmd, env=env, check=True)
+        subprocess.run(cmd, env=env, cwd=cwd, check=True)
         return json.loads(out.read_text())
 
 
@@ -323,15 +361,17 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
                                     obs_per_tile=args.obs_per_tile, seed=1)  # fmt: skip
     print(f"wrote {args.tiles * args.scale} tiles in {time.perf_counter() - t:.1f}s", flush=True)
 
-    singles = run_single(small, spec, passes=2 * args.repeats)
-    print("single-process decode rows/s per pass: " + ", ".join(f"{r:.1f}" for r in singles), flush=True)
+    rows = ceiling_rows(small, spec)
+    singles: list[float] = []
     runs: dict[str, list] = {"ray": [], "dataloader": [], "baseline": []}
-    for r in range(args.repeats):  # the loaders take turns: a slow minute on the machine hits all of them
+    for r in range(args.repeats):  # all take turns, the ceiling too: a slow minute on the machine hits all of them
+        singles += run_single(rows, spec, passes=2)
         runs["dataloader"].append(run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg))
         runs["ray"].append(ray_pass(args, small, big, None, memory=r == 0))  # memory: measured once
         if baseline:
             runs["baseline"].append(ray_pass(args, small, big, baseline))
-        print(f"repeat {r + 1}/{args.repeats}: dataloader {runs['dataloader'][-1][0]:.1f}/s, "
+        print(f"repeat {r + 1}/{args.repeats}: decode alone {', '.join(f'{x:.1f}' for x in singles[-2:])} rows/s, "
+              f"dataloader {runs['dataloader'][-1][0]:.1f}/s, "
               f"ray {runs['ray'][-1]['rate']:.1f}/s"
               + (f", baseline {runs['baseline'][-1]['rate']:.1f}/s" if baseline else ""), flush=True)  # fmt: skip
 
