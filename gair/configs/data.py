@@ -167,6 +167,13 @@ class DataConfig:
     decode_batch_size: int = field(
         16, help="Tiles a read+decode task reads from its shard and decodes at a time (one output batch each)."
     )
+    tasks_per_decode_worker: int = field(
+        2,
+        help="Read+decode tasks per decode worker and epoch: consecutive shards are grouped into about "
+        "num_decode_workers x this many tasks, each reading its next shard while it decodes the last rows of the "
+        "current one (only a task's first shard is waited for). More tasks balance the workers' load better, "
+        "fewer wait less for reads (0: one task per shard).",
+    )
     prefetch_batches: int = field(2, help="Training batches the iterator prefetches.")
     next_epoch_lookahead: int = field(
         8,
@@ -230,7 +237,9 @@ class DataConfig:
             raise ValueError(f"decode_resource must be a custom resource, not {self.decode_resource!r}")
         if self.decode_resource_per_task <= 0:
             raise ValueError("decode_resource_per_task must be > 0")
-        if self.shuffle_buffer < 0 or self.prefetch_batches < 0 or self.next_epoch_lookahead < 0:
-            raise ValueError("shuffle_buffer, prefetch_batches and next_epoch_lookahead must be >= 0")
+        if min(self.shuffle_buffer, self.prefetch_batches, self.next_epoch_lookahead, self.tasks_per_decode_worker) < 0:
+            raise ValueError(
+                "shuffle_buffer, prefetch_batches, next_epoch_lookahead and tasks_per_decode_worker must be >= 0"
+            )
         if any(s <= 0 for s in self.sv_std):
             raise ValueError("sv_std must be positive")

@@ -245,21 +245,24 @@ def _read_and_decode(
     paths: list[str], fs_uri: str, data_cfg: DataConfig, fn: Any, fn_kwargs: dict[str, Any], *, with_path: bool = False
 ) -> ray.data.Dataset:
     """Read the Parquet shards ``paths`` (inside the filesystem of ``fs_uri``) and decode them with
-    ``fn`` (called with ``fn_kwargs``), in one task per shard.
+    ``fn`` (called with ``fn_kwargs``), in tasks of consecutive shards (:func:`shard_groups`).
 
-    One Ray Data operator: a task opens its shard, streams it data.decode_batch_size rows at a
-    time (one record batch) and hands each to ``fn`` (``with_path``: with the shard's path as the
-    column ``path``). The shard list comes from the driver's listing (:func:`list_manifest`), so
-    there is no listing step in the pipeline, and the first rows are decoded as soon as the first
-    record batch is read: Ray Data's own Parquet read (``read_parquet``) lists the files again in
-    a task of its own (~3 s on S3 before anything is read) and materializes ~16 MiB blocks of raw
-    rows before a decode can start (and its read does not fuse with a map that asks for a batch
-    size). The tasks never ask for more than num_decode_workers x num_cpus_per_decode CPUs, and
-    with a preprocessing resource they run only on (and hold the CPUs of) the nodes offering it.
-    Parallelism is one task per shard: write manifests as many shards (the builders do).
+    One Ray Data operator: a task opens its shards one after the other, streams each
+    data.decode_batch_size rows at a time (one record batch) and hands each to ``fn`` (``with_path``:
+    with the shard's path as the column ``path``); the next record batch, of this shard or the
+    next, is read while one decodes. The shard list comes from the driver's listing
+    (:func:`list_manifest`), so there is no listing step in the pipeline, and the first rows are
+    decoded as soon as the first record batch is read: Ray Data's own Parquet read
+    (``read_parquet``) lists the files again in a task of its own (~3 s on S3 before anything is
+    read) and materializes ~16 MiB blocks of raw rows before a decode can start (and its read does
+    not fuse with a map that asks for a batch size). The tasks never ask for more than
+    num_decode_workers x num_cpus_per_decode CPUs, and with a preprocessing resource they run only
+    on (and hold the CPUs of) the nodes offering it. Parallelism is at most one task per shard:
+    write manifests as many shards (the builders do).
     """
     placement = placement_resources(data_cfg) or None
-    items = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(len(paths), 1))
+    groups = shard_groups(paths, data_cfg.num_decode_workers * data_cfg.tasks_per_decode_worker)
+    items = ray.data.from_items([{"paths": g} for g in groups], override_num_blocks=max(len(groups), 1))
     kwargs = {
         "fs_uri": fs_uri,
         # Resolved now: the workers see the driver's endpoint and region.
@@ -280,6 +283,16 @@ def _read_and_decode(
     )
 
 
+def shard_groups(paths: list[str], tasks: int) -> list[list[str]]:
+    """``paths`` in ``tasks`` runs of consecutive shards, as even in count as can be (``tasks`` <= 0
+    or >= the shards: one shard each). The order of the shards is kept: read one task after the
+    other, the groups give the shards in the order given."""
+    if tasks <= 0 or tasks >= len(paths):
+        return [[p] for p in paths]
+    bounds = np.linspace(0, len(paths), tasks + 1).round().astype(int)
+    return [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
 def _read_shards(
     items: pa.Table,
     fs_uri: str,
@@ -289,22 +302,29 @@ def _read_shards(
     chunk: int,
     with_path: bool,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Stream each shard of ``items`` (column ``path``) ``chunk`` rows at a time through ``fn``."""
+    """Stream the shards of ``items`` (column ``paths``, lists of shard paths) ``chunk`` rows at a
+    time through ``fn``, reading ahead across shard boundaries."""
     # One torch thread per decode task: parallelism comes from Ray tasks, not intra-op threads.
     torch.set_num_threads(1)
     fs, _ = storage.resolve(fs_uri, s3)  # one client per worker process (cached)
-    for path in items.column("path").to_pylist():
+    paths = [p for group in items.column("paths").to_pylist() for p in group]
+    for path, batch in _read_ahead(_record_batches(fs, paths, chunk)):
+        table = pa.Table.from_batches([batch])
+        if with_path:
+            table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
+        yield fn(table, **fn_kwargs)
+
+
+def _record_batches(fs: Any, paths: list[str], chunk: int) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(shard path, record batch of ``chunk`` rows at most) of each shard of ``paths`` in turn."""
+    for path in paths:
         with fs.open_input_file(path) as f:
             try:
                 shard = pq.ParquetFile(f, pre_buffer=True)
             except pa.ArrowInvalid as exc:  # only the first shard's schema is checked when listing
                 raise schema.SchemaError(f"manifest shard {path} is not a Parquet file: {exc}") from exc
-            batches = shard.iter_batches(batch_size=chunk, columns=list(schema.COLUMNS))
-            for batch in _read_ahead(batches):
-                table = pa.Table.from_batches([batch])
-                if with_path:
-                    table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
-                yield fn(table, **fn_kwargs)
+            for batch in shard.iter_batches(batch_size=chunk, columns=list(schema.COLUMNS)):
+                yield path, batch
 
 
 def _read_ahead(items: Iterator[Any]) -> Iterator[Any]:

@@ -254,3 +254,35 @@ def test_a_shard_that_is_not_parquet_is_named_in_the_error(tmp_path) -> None:
     ds = pipeline.build_dataset(uri, data_cfg, model_cfg, train=False)
     with pytest.raises(Exception, match=r"zz-not-parquet\.parquet is not a Parquet file"):
         list(pipeline.iter_training_batches(ds, data_cfg, model_cfg))
+
+
+def test_shard_groups_are_consecutive_runs_of_even_size() -> None:
+    paths = [f"s{i}" for i in range(7)]
+    groups = pipeline.shard_groups(paths, 3)
+    assert [p for g in groups for p in g] == paths  # every shard once, in the order given
+    assert sorted(len(g) for g in groups) == [2, 2, 3]
+    assert pipeline.shard_groups(paths, 0) == [[p] for p in paths]  # 0: one task per shard
+    assert pipeline.shard_groups(paths, 9) == [[p] for p in paths]  # never fewer shards than tasks
+    assert pipeline.shard_groups([], 2) == []
+
+
+def test_a_task_of_several_shards_gives_the_batches_of_one_task_per_shard(s3_synthetic: str) -> None:
+    """4 shards read by one task (reading ahead across shard boundaries) or by 4 tasks: the same samples in
+    the same order (without the local shuffle, whose draws depend on where Ray Data cuts blocks)."""
+    one_each, _ = _collect(s3_synthetic, train=True, seed=5, shuffle_buffer=0, tasks_per_decode_worker=0)
+    grouped, stats = _collect(s3_synthetic, train=True, seed=5, shuffle_buffer=0, tasks_per_decode_worker=1)
+    assert stats.seen == 24 and len(grouped) == len(one_each) == 6  # 12 tiles, 2 visits each, 4 a batch
+    for x, y in zip(one_each, grouped, strict=True):
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_record_batches_run_through_the_shards_in_turn(tmp_path) -> None:
+    uri = synthetic.write_synthetic(
+        str(tmp_path / "m"), tiles=5, obs_per_tile=2, seed=3, tile_size=40, sv_size=32, rows_per_shard=3
+    )
+    fs, _ = storage.resolve(uri)
+    paths = storage.list_parquet(uri)
+    assert len(paths) == 2
+    got = [(path, batch.num_rows) for path, batch in pipeline._record_batches(fs, paths, 2)]
+    assert got == [(paths[0], 2), (paths[0], 1), (paths[1], 2)]
