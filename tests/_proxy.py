@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from urllib.parse import urlparse
 
 
@@ -92,6 +93,11 @@ def assert_outage_is_named(base: str, opts: object, proxy: TcpProxy, label: str)
         lambda: storage.list_parquet(f"{base}/down", opts),
         lambda: storage.write_bytes(f"{base}/down/z.bin", b"1", opts),
     ):
+        start = time.monotonic()
         with pytest.raises(storage.StorageUnavailableError, match=f"{label} {proxy.url} unreachable") as err:
             call()
         assert isinstance(err.value, ConnectionError) and not isinstance(err.value, FileNotFoundError)
+        # The outage is said once retry_time_limit_s has passed, give or take one attempt's backoff
+        # (S3 waited ~15 s on a 3 s limit while s3fs retried each request five times on its own).
+        waited = time.monotonic() - start
+        assert waited < opts.retry_time_limit_s + 9, f"{waited:.1f}s on a {opts.retry_time_limit_s}s retry limit"

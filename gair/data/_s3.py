@@ -18,16 +18,14 @@ from botocore.exceptions import ConnectionClosedError, ConnectTimeoutError, Endp
 from gair.data.storage import BucketNotFoundError, StorageUnavailableError
 from gair.redaction import strip_credentials
 
-# Connection-level failures: the request never got an answer. Retried (time-bounded) here;
-# s3fs also retries them when it streams ranges of an open file.
+# Connection-level failures: the request never got an answer. Retried here, for
+# S3Options.retry_time_limit_s in all, around every request s3fs makes (ranges of an open file
+# included). Not by s3fs itself: its five retries of each request, each with botocore's own
+# attempts, took ~15 s before the time limit was first looked at (a 3 s limit waited 15 s).
 CONNECTION_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 log = logging.getLogger(__name__)
 _RETRY_NOTICE_EVERY_S = 10.0  # one "unreachable, retrying" line per endpoint this often, not one per request
 _last_notice: dict[str, float] = {}
-
-for _exc in CONNECTION_ERRORS:
-    if _exc not in s3fs.core.S3_RETRYABLE_ERRORS:
-        s3fs.core.add_retryable_error(_exc)
 
 
 class GairS3FileSystem(s3fs.S3FileSystem):
