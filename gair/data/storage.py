@@ -175,8 +175,19 @@ def join(base: str, *parts: str) -> str:
 
 def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
     """The whole content of ``uri``; raises FileNotFoundError when it is not there (and
-    :class:`StorageUnavailableError` when the endpoint cannot be reached)."""
+    :class:`StorageUnavailableError` when the endpoint cannot be reached).
+
+    On S3 this is one GET: opening a file through pyarrow's fsspec bridge asks for the object's
+    info twice before reading it (18 ms instead of 31 ms an image on the test server; an image
+    behind a URI is read this way for every sample). Only when the GET finds nothing does the
+    checked open below tell an absent object from a "directory"."""
     fs, path = resolve(uri, s3)
+    direct = _s3fs_of(fs)
+    if direct is not None:
+        try:
+            return direct.cat_file(path, max_concurrency=1)  # no HEAD for a concurrent read plan
+        except FileNotFoundError:
+            pass
     try:
         with fs.open_input_stream(path) as f:
             return f.read()
@@ -187,6 +198,17 @@ def read_bytes(uri: str, s3: S3Options | None = None) -> bytes:
         if "not found" in str(exc).lower() or "nosuchkey" in str(exc).lower() or "does not exist" in str(exc).lower():
             raise FileNotFoundError(f"{uri}: {exc}") from exc
         raise
+
+
+def _s3fs_of(fs: pafs.FileSystem) -> Any:
+    """The s3fs client behind one of :func:`_s3_filesystem`'s filesystems, else None."""
+    handler = getattr(fs, "handler", None)  # PyFileSystem only: not a local or a native pyarrow filesystem
+    if handler is None:
+        return None
+    from gair.data._s3 import GairS3FileSystem
+
+    inner = getattr(handler, "fs", None)
+    return inner if isinstance(inner, GairS3FileSystem) else None
 
 
 def write_bytes(uri: str, data: bytes, s3: S3Options | None = None) -> None:

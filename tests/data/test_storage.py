@@ -31,3 +31,21 @@ def test_explicit_endpoint_wins_and_secrets_are_not_in_repr(s3_server: str) -> N
     env = storage.S3Options().resolved()
     assert env.endpoint_url == s3_server
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in repr(env) + repr(opts)
+
+
+def test_an_s3_object_is_read_with_one_request_and_a_prefix_is_no_file(s3_bucket: str) -> None:
+    """An image behind an s3:// URI costs one GET (the fsspec bridge asked for the object's info twice
+    first); a URI that names a "directory" (a prefix) is still told apart from an absent object."""
+    storage.write_bytes(f"s3://{s3_bucket}/img/a.jpg", b"jpeg bytes")
+    fs, _ = storage.resolve(f"s3://{s3_bucket}/img/a.jpg")
+    client = storage._s3fs_of(fs)
+    assert client is not None
+    storage.read_bytes(f"s3://{s3_bucket}/img/a.jpg")  # the client's session exists from here on
+    calls: list[str] = []
+    client.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    assert storage.read_bytes(f"s3://{s3_bucket}/img/a.jpg") == b"jpeg bytes"
+    assert calls == ["GetObject"], calls
+    with pytest.raises(IsADirectoryError):
+        storage.read_bytes(f"s3://{s3_bucket}/img")
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(f"s3://{s3_bucket}/img/absent.jpg")
