@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gair.sensors import S2_MEAN, S2_STD
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported in the functions that use it, not here: a process that only unpickles a
+# decode recipe (the coordinator of a Ray Data split: gair.data.decode imports this module)
+# must not pay torch's import (~2.5 s, ~400 MB) for it.
 
 
 def select_bands(image_CHW: np.ndarray, band_names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
@@ -43,6 +49,9 @@ def resize_chw(image_CHW: np.ndarray, size: int) -> np.ndarray:
     """Bicubic (antialiased) resize of a float image to ``size x size``, clipped to [0, 1]."""
     if image_CHW.shape[1:] == (size, size):
         return np.ascontiguousarray(image_CHW, dtype=np.float32)
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(image_CHW, dtype=np.float32))[None]
     # align_corners=False keeps normalized coordinates unchanged by the resize.
     y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
@@ -145,6 +154,9 @@ def resize_sv(image_HWC: np.ndarray, size: int) -> np.ndarray:
     """Bicubic resize of a uint8 street view to ``size x size`` (uint8, HWC)."""
     if image_HWC.shape[:2] == (size, size):
         return np.ascontiguousarray(image_HWC)
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.require(image_HWC, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
     return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
@@ -154,6 +166,8 @@ def normalize_sv(
     sv_BKVVC: torch.Tensor, mask_BK: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """uint8 street views (B, K, V, V, 3) -> float32 (B, K, 3, V, V), normalized; zeros where padded."""
+    import torch
+
     b, k, v, w, c = sv_BKVVC.shape
     # One strided copy into channel-first float32, then one fused multiply-subtract in place:
     # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std (equal to within float rounding).
@@ -184,6 +198,8 @@ def color_jitter_bands(
         return image_CHW
     if len(band_index) != 3:
         raise ValueError(f"colour jitter needs exactly three bands, got {list(band_index)}")
+    import torch
+
     out = np.array(image_CHW, dtype=np.float32, copy=True)
     rgb = torch.from_numpy(out[list(band_index)])
     out[list(band_index)] = _jitter(rgb, rng, brightness, contrast, 0.0, 0.0).numpy()
@@ -201,6 +217,8 @@ def color_jitter_sv(
     """
     if p <= 0 or rng.random() >= p:
         return image_HWC
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image_HWC)).permute(2, 0, 1).float().div_(255.0)
     y = _jitter(x, rng, *strength)
     return y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
