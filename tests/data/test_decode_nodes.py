@@ -60,6 +60,7 @@ def test_require_always_asks_and_anywhere_never(capsys) -> None:
 def two_nodes() -> Iterator[tuple[str, str]]:
     """(head node id, CPU-only node id) of a two-node cluster in a private temp dir."""
     import ray
+    from ray._common.utils import reset_ray_address
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -68,6 +69,9 @@ def two_nodes() -> Iterator[tuple[str, str]]:
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 2, "temp_dir": temp_dir, "include_dashboard": False}
     )
+    # Cluster writes its address to /tmp/ray/ray_current_cluster, where a plain ray.init() in
+    # another process (a test in a parallel xdist worker) would find and join it: remove it.
+    reset_ray_address()
     try:
         cpu_node = cluster.add_node(num_cpus=2, resources={"preprocess": 2})
         ray.init(address=cluster.address, log_to_driver=False)

@@ -49,9 +49,9 @@ def run_job(tmp: Path, name: str, ray_tmpdir: str, *sets: str, timeout: float = 
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, short_tmpdir):
     tmp = tmp_path_factory.mktemp("failsafe")
-    ray_tmpdir = str(tmp_path_factory.mktemp("ray", numbered=True))
+    ray_tmpdir = short_tmpdir("gfs-")
     proc = run_job(tmp, "base", ray_tmpdir, "train.max_steps=4")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return tmp, ray_tmpdir

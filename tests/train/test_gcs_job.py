@@ -32,14 +32,14 @@ def _objects(endpoint: str, prefix: str) -> set[str]:
     return {i.path[len(prefix) + 1 :] for i in infos if i.type == pafs.FileType.File}
 
 
-def test_pretrain_reads_and_writes_gs(gcs_server, tmp_path_factory, monkeypatch):
+def test_pretrain_reads_and_writes_gs(gcs_server, tmp_path_factory, short_tmpdir, monkeypatch):
     bucket = create_gcs_bucket(gcs_server, f"gair-job-{uuid.uuid4().hex[:8]}")
     manifest = synthetic.write_synthetic(  # images as objects, referenced by gs:// URIs
         f"gs://{bucket}/data", tiles=32, obs_per_tile=2, seed=0, inline=False, tile_size=64, sv_size=48
     )
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")  # the job's environment (job_env copies os.environ)
     tmp = tmp_path_factory.mktemp("gcsjob")
-    ray_tmpdir = str(tmp_path_factory.mktemp("ray", numbered=True))
+    ray_tmpdir = short_tmpdir("ggcs-")
     name = f"gcs-{uuid.uuid4().hex[:6]}"
     sets = [
         f"data.train_manifest={manifest}",
