@@ -37,8 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
 
 
-# The longest test files, longest first (``--durations`` of a full run on 2 cores: 8, 6.5, 4
-# and 4 minutes under two workers, on a shared machine).
+# The longest test files, longest first (``--durations`` of `.ci/run` on 2 cores, two workers:
+# about 8, 8, 4 and 3 minutes).
 LONGEST_FILES = ("tune/test_tune_job.py", "train/test_pretrain_job.py", "prepare/test_prepare_job.py",
                  "eval/test_evaluate_job.py")  # fmt: skip
 
