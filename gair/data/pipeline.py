@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import ray.data
@@ -348,6 +350,38 @@ def _read_ahead(items: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
+def manifest_rows(files: ManifestFiles, s3: storage.S3Options | None = None, *, threads: int = 16) -> int:
+    """Rows of a manifest, from the Parquet footers of all its shards (read ``threads`` at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs, _ = storage.resolve(files.uri, s3)
+
+    def rows(path: str) -> int:
+        with fs.open_input_file(path) as f:
+            return pq.read_metadata(f).num_rows
+
+    with ThreadPoolExecutor(max(1, min(threads, len(files.paths)))) as pool:
+        return sum(pool.map(rows, files.paths))
+
+
+def visits_per_row(
+    files: ManifestFiles, obs_per_tile: int, s3: storage.S3Options | None = None, *, shards: int = 4
+) -> float:
+    """Mean training samples per manifest row with ``data.visit_all_observations``: ceil(N / K) (at
+    least 1) for a row of N observations, over the rows of up to ``shards`` shards spread along
+    the manifest (only the observations' ids are read). An estimate: unusable observations are not
+    known before decoding."""
+    fs, _ = storage.resolve(files.uri, s3)
+    picks = sorted({int(i) for i in np.linspace(0, len(files.paths) - 1, min(shards, len(files.paths))).round()})
+    counts = []
+    for i in picks:
+        with fs.open_input_file(files.paths[i]) as f:
+            column = pq.ParquetFile(f).read(columns=["observations.list.element.obs_id"]).column(0)
+        counts.append(pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False))
+    n = np.concatenate(counts) if counts else np.zeros(0)
+    return float(np.maximum(np.ceil(n / obs_per_tile), 1).mean()) if len(n) else 1.0
+
+
 @dataclass(frozen=True)
 class MixSource:
     """One manifest of ``data.train_manifests``, listed: its label, weight, files and row count."""
@@ -375,7 +409,7 @@ def list_sources(data_cfg: DataConfig) -> list[MixSource]:
             if path in seen:
                 raise ValueError(f"data.train_manifests: {path} is in both {seen[path]} and {label}")
             seen[path] = label
-        rows = sum(pq.read_metadata(fs.open_input_file(p)).num_rows for p in files.paths)
+        rows = manifest_rows(files, s3)
         if rows == 0:
             raise ValueError(f"data.train_manifests: manifest {src.uri} holds no rows")
         out.append(MixSource(label, float(src.weight), files, rows))
@@ -473,6 +507,40 @@ class EpochSplits:
         self.sources = list_sources(data_cfg) if data_cfg.mixed else None
         self.files = None if self.sources else list_manifest(manifest_uri, s3)
         self._splits: dict[int, tuple[list[Any], set[int]]] = {}
+        # Each rank's batches per epoch, estimated in the background (reading every shard's footer
+        # takes a while on a large manifest, and must not hold up the first epoch's splits).
+        self._estimate: list[int | None] = [None]
+        threading.Thread(target=self._estimate_batches, daemon=True, name="gair-epoch-estimate").start()
+
+    def epoch_samples(self) -> int:
+        """Samples in one training epoch, about (see :func:`manifest_rows`, :func:`visits_per_row`)."""
+        cfg, s3 = self.data_cfg, storage.S3Options.from_config(self.data_cfg)
+
+        def visits(files: ManifestFiles) -> float:
+            return visits_per_row(files, cfg.obs_per_tile, s3) if cfg.visit_all_observations else 1.0
+
+        if self.sources:  # rows drawn per source (mix_rates), each copy decoded with its visits
+            rates = mix_rates(self.sources)
+            return round(sum(s.rows * r * visits(s.files) for s, r in zip(self.sources, rates, strict=True)))
+        assert self.files is not None
+        return round(manifest_rows(self.files, s3) * visits(self.files))
+
+    def _estimate_batches(self) -> None:
+        try:
+            samples = self.epoch_samples()
+        except Exception as exc:  # noqa: BLE001 - only an estimate: without it, the first boundary waits more
+            print(f"data: could not estimate the epoch's length ({type(exc).__name__}: {exc})", flush=True)
+            self._estimate[0] = 0
+            return
+        per_rank = samples // self.world_size // self.data_cfg.batch_size
+        print(f"data: an epoch is about {samples} samples, {per_rank} batches a worker", flush=True)
+        self._estimate[0] = per_rank
+
+    def batches_per_rank(self) -> int | None:
+        """Each rank's batches per training epoch, estimated from the manifest before the first epoch
+        ends (bad rows make the real count smaller); 0 when it could not be estimated, None while
+        it is being estimated."""
+        return self._estimate[0]
 
     def split(self, epoch: int, rank: int) -> Any:
         iterators, taken = self._splits.get(epoch, (None, set()))
@@ -561,9 +629,10 @@ class EpochBatchSource:
     ``splits``: an :class:`EpochSplits` actor handle (or a local ``EpochSplits``, or any
     callable ``(epoch) -> dataset``-like source with ``iter_batches``). The next epoch's
     pipeline is started ``data.next_epoch_lookahead`` batches before the current one ends
-    (its length is known from the previous epoch; before that, when the current one's source
-    is exhausted), and its first batch waits in a background thread, so an epoch boundary
-    does not restart the pipeline cold.
+    (its length is known from the previous epoch; in the first epoch, estimated from the
+    manifest by ``splits.batches_per_rank()`` when it has one, else when the current one's
+    source is exhausted), and its first batch waits in a background thread, so an epoch
+    boundary does not restart the pipeline cold.
     """
 
     def __init__(
@@ -578,6 +647,10 @@ class EpochBatchSource:
         self.batches_left: int | None = None
         self._next: tuple[int, _Prefetch] | None = None
         self.stats: BadRowStats | None = None  # of the current epoch
+        # Batches per epoch estimated by the splits (EpochSplits.batches_per_rank) before the
+        # first epoch ends: None not known yet, 0 none to be had.
+        self.length_estimate: int | None = None
+        self._estimate_ref: Any = None
 
     def close(self, wait_s: float = 120.0) -> None:
         """Drop a prefetched next epoch (its pipeline stops once nothing refers to it).
@@ -596,6 +669,30 @@ class EpochBatchSource:
         if hasattr(self.splits, "split") and hasattr(self.splits.split, "remote"):
             return ray.get(self.splits.split.remote(epoch, self.rank))
         return self.splits(epoch)
+
+    def _known_length(self) -> int | None:
+        """Batches in an epoch: those of the last whole epoch, else the splits' estimate (asked
+        without waiting: until it has come, None)."""
+        if self.epoch_length is not None:
+            return self.epoch_length
+        if self.length_estimate is None:
+            self.length_estimate = self._ask_estimate()
+        return self.length_estimate or None
+
+    def _ask_estimate(self) -> int | None:
+        ask = getattr(self.splits, "batches_per_rank", None)
+        if ask is None:
+            return 0  # a plain callable source: no estimate
+        if not hasattr(ask, "remote"):
+            return ask()
+        if self._estimate_ref is None:
+            self._estimate_ref = ask.remote()
+        ready, _ = ray.wait([self._estimate_ref], timeout=0)
+        if not ready:
+            return None
+        value = ray.get(self._estimate_ref)
+        self._estimate_ref = None  # None (still being estimated): asked again at the next batch
+        return value
 
     def __call__(self, epoch: int, skip_batches: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         return self.batches_for_epoch(epoch, skip_batches)
@@ -629,7 +726,7 @@ class EpochBatchSource:
             n += 1
             if self.batches_left is not None:
                 self.batches_left -= 1
-            known = self.epoch_length
+            known = self._known_length() if lookahead and self._next is None else self.epoch_length
             in_epoch = max(known - n, 0) if known is not None else 0  # batches this epoch still has, about
             if (
                 lookahead
@@ -645,8 +742,6 @@ class _Prefetch:
     """Build an iterator and pull its first item in a background thread."""
 
     def __init__(self, make: Any) -> None:
-        import threading
-
         self._make = make
         self._result: tuple[Any, Any] | None = None
         self._error: BaseException | None = None

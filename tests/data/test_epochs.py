@@ -64,6 +64,41 @@ def test_epochs_draw_anew_present_every_observation_once_and_resume_exactly(mani
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
 
 
+def test_the_first_epoch_prefetches_the_next_before_it_ends_from_the_manifests_estimate(manifest_6_obs: str) -> None:
+    import time
+
+    import ray
+
+    data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=2), tiny_model_cfg()
+    local = pipeline.EpochSplits(manifest_6_obs, data_cfg, model_cfg, world_size=2)
+    # Footers (8 rows) x visits (ceil(6 / 4) = 2) = 16 samples; 2 ranks of 4-tile batches: 2 each.
+    assert local.epoch_samples() == 16
+    deadline = time.monotonic() + 60
+    while local.batches_per_rank() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert local.batches_per_rank() == 2
+
+    # Through the actor the workers reach (asked without waiting, batch after batch).
+    actor = ray.remote(num_cpus=0)(pipeline.EpochSplits).remote(manifest_6_obs, data_cfg, model_cfg, 1)
+    ray.get(actor.__ray_ready__.remote(), timeout=120)
+    source = pipeline.EpochBatchSource(actor, data_cfg, model_cfg)
+    epoch0 = source.batches_for_epoch(0)
+    got = [next(epoch0) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while source._known_length() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert source.length_estimate == 4 and source.epoch_length is None  # 16 samples, 4-tile batches, 1 rank
+    got.append(next(epoch0))  # after 2 of the 4 batches (4 - next_epoch_lookahead): epoch 1 is started
+    assert source._next is not None and source._next[0] == 1
+    got += list(epoch0)
+    assert len(got) == 4 and source.epoch_length == 4
+    assert len(list(source.batches_for_epoch(1))) == 4  # the prefetched epoch, whole
+    source.close()
+    # A source without an estimate (a plain callable) has none to use.
+    plain = pipeline.EpochBatchSource(lambda epoch: local.split(epoch, 0), data_cfg, model_cfg)
+    assert plain._known_length() is None and plain.length_estimate == 0
+
+
 def test_next_epoch_is_prefetched_only_when_the_run_reaches_it(manifest_6_obs: str) -> None:
     data_cfg, model_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=2), tiny_model_cfg()
     splits = pipeline.EpochSplits(manifest_6_obs, data_cfg, model_cfg, world_size=1)

@@ -71,6 +71,7 @@ def test_mixed_epochs_follow_the_weights_draw_anew_and_resume_exactly(two_manife
     assert [(s.label, s.rows) for s in splits.sources] == [("big", 30), ("small", 6)]
     rates = pipeline.mix_rates(splits.sources)
     assert rates == [18 / 30, 3.0]  # T = 36: 18 tiles of each; every small tile three times
+    assert splits.epoch_samples() == 36  # the first epoch's length, estimated before it runs (one visit a tile)
     source = pipeline.EpochBatchSource(splits, data_cfg, model_cfg)
     epochs = [list(source.batches_for_epoch(e)) for e in range(2)]
     for e, batches in enumerate(epochs):
