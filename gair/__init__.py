@@ -11,9 +11,17 @@ Attributes are imported on first use, so ``import gair.models`` needs only torch
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# MLflow's telemetry: when its thread cannot fetch its config (no internet, as on many clusters
+# and here), it deletes an environment variable, racing every reader of os.environ in the
+# process. A test saw `KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'` out of requests' proxy lookup
+# inside `MlflowClient.create_run`. Off unless MLFLOW_DISABLE_TELEMETRY is set (set it to false
+# to send MLflow's usage data).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 _EXPORTS = {
     "GAIR": "gair.models.gair",

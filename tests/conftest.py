@@ -28,6 +28,11 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports mlflow (see gair/__init__.py): its telemetry thread, failing to reach
+# the internet, deletes an environment variable while other threads read os.environ (a CI run
+# lost 12 tests of test_model_uri.py to `KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'`).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
