@@ -25,6 +25,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -341,8 +342,6 @@ def _read_ahead(items: Iterator[Any]) -> Iterator[Any]:
     """The items of ``items``, each pulled by a background thread while the caller works on the
     previous one: the next record batch comes from storage while this one decodes (pyarrow
     reads without the GIL). One item ahead at most; an error of ``items`` is raised here."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(1, thread_name_prefix="gair-read-ahead") as pool:
         pending = pool.submit(next, items, _END)
         while (item := pending.result()) is not _END:
@@ -352,8 +351,6 @@ def _read_ahead(items: Iterator[Any]) -> Iterator[Any]:
 
 def manifest_rows(files: ManifestFiles, s3: storage.S3Options | None = None, *, threads: int = 16) -> int:
     """Rows of a manifest, from the Parquet footers of all its shards (read ``threads`` at a time)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     fs, _ = storage.resolve(files.uri, s3)
 
     def rows(path: str) -> int:
@@ -509,7 +506,7 @@ class EpochSplits:
         self._splits: dict[int, tuple[list[Any], set[int]]] = {}
         # Each rank's batches per epoch, estimated in the background (reading every shard's footer
         # takes a while on a large manifest, and must not hold up the first epoch's splits).
-        self._estimate: list[int | None] = [None]
+        self._estimate: int | None = None  # set once, by that thread
         threading.Thread(target=self._estimate_batches, daemon=True, name="gair-epoch-estimate").start()
 
     def epoch_samples(self) -> int:
@@ -530,17 +527,17 @@ class EpochSplits:
             samples = self.epoch_samples()
         except Exception as exc:  # noqa: BLE001 - only an estimate: without it, the first boundary waits more
             print(f"data: could not estimate the epoch's length ({type(exc).__name__}: {exc})", flush=True)
-            self._estimate[0] = 0
+            self._estimate = 0
             return
         per_rank = samples // self.world_size // self.data_cfg.batch_size
         print(f"data: an epoch is about {samples} samples, {per_rank} batches a worker", flush=True)
-        self._estimate[0] = per_rank
+        self._estimate = per_rank
 
     def batches_per_rank(self) -> int | None:
         """Each rank's batches per training epoch, estimated from the manifest before the first epoch
         ends (bad rows make the real count smaller); 0 when it could not be estimated, None while
         it is being estimated."""
-        return self._estimate[0]
+        return self._estimate
 
     def split(self, epoch: int, rank: int) -> Any:
         iterators, taken = self._splits.get(epoch, (None, set()))
