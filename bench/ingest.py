@@ -9,7 +9,7 @@ synthetic dataset of --tiles tiles and one --scale times larger, then prints:
   at a time (--decode-batch-size), and the same consumer work: batches of --batch-size samples
   with street views normalized in the consuming process, as ``iter_training_batches`` gives;
 - the single-process decode rate (rows already in memory) times the cores used: the
-  ceiling for decode-bound ingest, measured twice in each repeat, in turn with the loaders;
+  ceiling for decode-bound ingest, measured before and after the loaders in each repeat;
 - for both loaders, the start-up (seconds to the first batch) apart from the steady rate;
 - peak memory (sum of PSS of the measuring process and all its children, Ray workers and
   object store included) streaming the 1x and the --scale x dataset: streaming keeps it flat.
@@ -20,10 +20,14 @@ Each Ray Data pass runs in its own process with its own local Ray (``--measure-r
 that ``--baseline REF`` can run the same pass with the ``gair`` of another git commit (the
 code before a change) in the same run, on the same data: it prints the new/old ratio (the
 child runs in that commit's tree, so that its Ray workers, where decode runs, import that
-``gair`` too; each pass checks it). The
-loaders take turns ``--repeats`` times with two decode passes for the ceiling (medians are
-printed): one pass of a few hundred rows is too noisy to divide by, and the machine's speed
-drifts over minutes (single passes varied from 34 to 84 rows/s between runs).
+``gair`` too; each pass checks it).
+
+The loaders take turns ``--repeats`` times, the one that goes first alternating, between two
+decode passes for the ceiling: one pass of a few hundred rows is too noisy to divide by, and
+the machine's speed drifts over minutes (single passes varied from 34 to 84 rows/s between
+runs, and by up to 27% within one). Two sets of ratios are printed: medians of each loader's
+passes against each other, and the paired ratios (each repeat's Ray Data pass against that
+repeat's DataLoader pass and ceiling, minutes apart at most) with their median and range.
 
     python bench/ingest.py --tiles 200 --scale 10 --baseline 397ae17
 """
@@ -364,16 +368,26 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     rows = ceiling_rows(small, spec)
     singles: list[float] = []
     runs: dict[str, list] = {"ray": [], "dataloader": [], "baseline": []}
+    paired: dict[str, list[float]] = {"dataloader": [], "ceiling": []}
     for r in range(args.repeats):  # all take turns, the ceiling too: a slow minute on the machine hits all of them
-        singles += run_single(rows, spec, passes=2)
-        runs["dataloader"].append(run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg))
-        runs["ray"].append(ray_pass(args, small, big, None, memory=r == 0))  # memory: measured once
-        if baseline:
-            runs["baseline"].append(ray_pass(args, small, big, baseline))
+        singles += run_single(rows, spec, passes=1)
+        # The loaders alternate which goes first, so that neither always meets the machine's next minute.
+        for loader in ("dataloader", "ray") if r % 2 == 0 else ("ray", "dataloader"):
+            if loader == "dataloader":
+                runs["dataloader"].append(run_dataloader(big, spec, args.workers, data_cfg.decode_batch_size, data_cfg))
+            else:
+                runs["ray"].append(ray_pass(args, small, big, None, memory=r == 0))  # memory: measured once
+                if baseline:
+                    runs["baseline"].append(ray_pass(args, small, big, baseline))
+        singles += run_single(rows, spec, passes=1)
+        ray_rate, dl_rate = runs["ray"][-1]["rate"], runs["dataloader"][-1][0]
+        paired["dataloader"].append(ray_rate / dl_rate)
+        paired["ceiling"].append(ray_rate / (statistics.fmean(singles[-2:]) * args.workers))
         print(f"repeat {r + 1}/{args.repeats}: decode alone {', '.join(f'{x:.1f}' for x in singles[-2:])} rows/s, "
-              f"dataloader {runs['dataloader'][-1][0]:.1f}/s, "
-              f"ray {runs['ray'][-1]['rate']:.1f}/s"
-              + (f", baseline {runs['baseline'][-1]['rate']:.1f}/s" if baseline else ""), flush=True)  # fmt: skip
+              f"dataloader {dl_rate:.1f}/s, ray {ray_rate:.1f}/s"
+              + (f", baseline {runs['baseline'][-1]['rate']:.1f}/s" if baseline else "")
+              + f"; this repeat: Ray/DataLoader {paired['dataloader'][-1]:.2f}, "
+                f"Ray/ceiling {paired['ceiling'][-1]:.2f}", flush=True)  # fmt: skip
 
     med = statistics.median
     ceiling = med(singles) * args.workers
@@ -400,6 +414,10 @@ def _bench(args: argparse.Namespace, baseline: str | None) -> int:
     print(f"ratios: Ray Data / DataLoader = {ray['rate'] / dl_rate:.2f}, Ray Data / ceiling = "
           f"{ray['rate'] / ceiling:.2f} (end to end, start-up included); samples: ray {n}, dataloader "
           f"{runs['dataloader'][0][2]}; steady = after the first batch (prefetch makes it overstate)")  # fmt: skip
+    print(f"paired ratios (each repeat's passes against each other, then the median; range in brackets): "
+          f"Ray Data / DataLoader = {med(paired['dataloader']):.2f} [{min(paired['dataloader']):.2f}-"
+          f"{max(paired['dataloader']):.2f}], Ray Data / ceiling = {med(paired['ceiling']):.2f} "
+          f"[{min(paired['ceiling']):.2f}-{max(paired['ceiling']):.2f}]")  # fmt: skip
     if baseline:
         print(f"before/after: Ray Data now / at {args.baseline} = {ray['rate'] / old['rate']:.2f} end to end, "
               f"{ray['steady'] / old['steady']:.2f} steady")  # fmt: skip
