@@ -131,6 +131,9 @@ def init_single_process(backend: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     import deepspeed
 
+    from gair.train.engine import skip_inference_shm_op
+
+    skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
     deepspeed.init_distributed(dist_backend=backend)
 
 

@@ -262,6 +262,9 @@ def spawn_worker(rank: int, world: int, port: int, threads: int, loop_config: di
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(threads)
+    from gair.train.engine import skip_inference_shm_op
+
+    skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
     deepspeed.init_distributed(dist_backend="gloo")
     memory_worker(loop_config)
 

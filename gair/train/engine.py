@@ -30,6 +30,7 @@ def create_engine(cfg: PretrainConfig, device: torch.device, log: Callable[[str]
     """
     import deepspeed
 
+    skip_inference_shm_op(deepspeed)
     from gair.distributed.zero import partitioned_construction, patch_stage3_fp32_alias, rerun_deferred_inits
 
     t = cfg.train
@@ -52,3 +53,18 @@ def create_engine(cfg: PretrainConfig, device: torch.device, log: Callable[[str]
     schedule = build_lr_schedule(optimizer, cfg.optim, t.max_steps, peak_lr=cfg.peak_lr)
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule, config=ds_config)
     return engine
+
+
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_inference_shm_op(deepspeed: Any) -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op when it sets up its comm backend.
+
+    DeepSpeed's torch backend builds that C++ op (``deepspeed_shm_comm``, with gcc) whenever it is
+    created on a CPU accelerator, for ``inference_all_reduce`` alone, which training never calls
+    (its all-reduces go to ``torch.distributed``). The build took 63-95 s on a 2-core machine, on
+    the first run after every new install, with the other workers waiting on its lock. Marked
+    incompatible, the op is not built and the backend uses ``torch.distributed`` throughout.
+    """
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False

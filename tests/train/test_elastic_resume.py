@@ -54,6 +54,9 @@ def _init(rank: int, world: int, port: int) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
+    from gair.train.engine import skip_inference_shm_op
+
+    skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
     deepspeed.init_distributed(dist_backend="gloo")
 
 

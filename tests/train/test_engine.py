@@ -40,6 +40,9 @@ def process_group():
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        from gair.train.engine import skip_inference_shm_op
+
+        skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
         deepspeed.init_distributed(dist_backend="gloo")
     yield
     # Left up: DeepSpeed keeps its own handle on the group for the rest of the session.
@@ -96,3 +99,41 @@ def test_compiled_encoders_train_like_eager(plain):
     assert engine.module.model.rs_encoder._compiled_call_impl is not None
     assert "_orig_mod" not in "".join(engine.module.state_dict())  # keys unchanged
     assert losses == pytest.approx(plain, rel=1e-4)
+
+
+ENGINE_IN_A_TORCH_GROUP = """
+import os, socket, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, os.getcwd())
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+# The group as Ray Train makes it: torch's own (env://), DeepSpeed's comm backend not yet created.
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+dist.init_process_group("gloo", init_method="env://")
+from deepspeed.comm import comm as ds_comm
+from gair.configs import load_config
+from gair.configs.train import PretrainConfig
+from gair.train.engine import create_engine
+from tests.train.test_engine import TINY
+engine = create_engine(load_config(PretrainConfig, None, TINY), torch.device("cpu"))
+print("backend", type(ds_comm.cdb).__name__, "shm op", ds_comm.cdb.shm_comm_op)
+"""
+
+
+def test_the_engine_builds_no_inference_shm_op(tmp_path):
+    """DeepSpeed's comm backend, made by ``create_engine`` in a group that torch made (as under
+    Ray Train), JIT-compiles nothing: its inference-only shared-memory op is not built."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    ext_dir = tmp_path / "torch_extensions"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(ext_dir)}  # an empty JIT cache: a build would land here
+    proc = subprocess.run([sys.executable, "-c", ENGINE_IN_A_TORCH_GROUP], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "backend TorchBackend shm op None" in proc.stdout, proc.stdout[-2000:]
+    assert "built successfully" not in proc.stdout + proc.stderr
+    assert not list(ext_dir.rglob("*.so")), list(ext_dir.rglob("*"))

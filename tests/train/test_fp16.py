@@ -26,9 +26,11 @@ def _worker(rank: int, port: int, stage: int, out: dict) -> None:
     from gair.configs import load_config
     from gair.configs.train import PretrainConfig
     from gair.distributed import build_deepspeed_config
+    from gair.train.engine import skip_inference_shm_op
     from gair.train.optim import build_optimizer
     from tests.models.test_teachers import _batch, _module
 
+    skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
     deepspeed.init_distributed(dist_backend="nccl" if CUDA else "gloo", auto_mpi_discovery=False)
     dev = "cuda" if CUDA else "cpu"
     sets = [f"train.zero_stage={stage}", "train.num_workers=1", "data.batch_size=2", "train.use_gpu=true"]

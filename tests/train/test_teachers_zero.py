@@ -29,6 +29,9 @@ def _worker(rank: int, port: int, ckpt_dir: str, out: dict) -> None:
     from tests.models.test_teachers import _batch, _module
 
     torch.set_num_threads(1)
+    from gair.train.engine import skip_inference_shm_op
+
+    skip_inference_shm_op(deepspeed)  # as the job does: no JIT build of an inference-only op
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
     cfg = load_config(PretrainConfig, None, ["train.zero_stage=3", "train.num_workers=1", "data.batch_size=2"])
     module = _module()
