@@ -504,6 +504,11 @@ class EpochSplits:
         self.sources = list_sources(data_cfg) if data_cfg.mixed else None
         self.files = None if self.sources else list_manifest(manifest_uri, s3)
         self._splits: dict[int, tuple[list[Any], set[int]]] = {}
+        # Each split's Dataset, held as long as its split: its input blocks (``from_items``) are owned
+        # by this process and only borrowed by the split's coordinator actor. Dropped right after
+        # ``streaming_split``, a CI run saw a decode task fail on one of them with Ray's
+        # ReferenceCountingAssertionError ("already deleted by the reference counting protocol").
+        self._datasets: dict[int, ray.data.Dataset] = {}
         # Each rank's batches per epoch, estimated in the background (reading every shard's footer
         # takes a while on a large manifest, and must not hold up the first epoch's splits).
         self._estimate: int | None = None  # set once, by that thread
@@ -546,11 +551,11 @@ class EpochSplits:
             iterators, taken = self._make(epoch)
             if restart:  # the later epochs some rank prefetched are void
                 for later in [e for e in self._splits if e > epoch]:
-                    del self._splits[later]
+                    self._drop(later)
         taken.add(rank)
         # Keep the previous epoch (a rank may still be finishing it), this one and the next.
         for old in [e for e in self._splits if e < epoch - 1 or e > epoch + 1]:
-            del self._splits[old]
+            self._drop(old)
         self.warm(epoch + 1)
         return iterators[rank]
 
@@ -574,8 +579,13 @@ class EpochSplits:
             )
         if self.exclude_cpus:
             ds.context.execution_options.exclude_resources = ray.data.ExecutionResources(cpu=self.exclude_cpus)
+        self._datasets[epoch] = ds
         self._splits[epoch] = (ds.streaming_split(self.world_size, equal=True), set())
         return self._splits[epoch]
+
+    def _drop(self, epoch: int) -> None:
+        del self._splits[epoch]
+        self._datasets.pop(epoch, None)
 
 
 def start_epoch_splits(

@@ -129,6 +129,8 @@ def test_the_next_epochs_split_is_made_while_this_epoch_runs(manifest_6_obs: str
     warm = splits._splits[1][0][0]
     ray.get(warm._coord_actor.__ray_ready__.remote(), timeout=120)  # its coordinator is up before it is asked for
     assert splits.split(1, 0) is warm and sorted(splits._splits) == [0, 1, 2]
+    # Each split's Dataset (the owner of its input blocks) is held exactly as long as the split.
+    assert sorted(splits._datasets) == [0, 1, 2]
     # The split made ahead serves exactly what one made on demand serves.
     cold_cfg = tiny_data_cfg(obs_per_tile=4, batch_size=4, next_epoch_lookahead=0)
     cold = pipeline.EpochSplits(manifest_6_obs, cold_cfg, model_cfg, world_size=1)
@@ -144,3 +146,4 @@ def test_the_next_epochs_split_is_made_while_this_epoch_runs(manifest_6_obs: str
     # Jumping ahead (a run resumed later) keeps only the previous, the current and the next epoch.
     splits.split(4, 0)
     assert sorted(splits._splits) == [4, 5]
+    assert sorted(splits._datasets) == [4, 5]
